@@ -1,0 +1,215 @@
+//! Errors every layer shares: timeouts with their phase, connect failures,
+//! and [`ErrorClass`], which reads any error chain to tell what happened.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::time::Duration;
+
+/// Which timeout of the hierarchy fired.
+///
+/// Defaults across steadfast: connect 5 s < read 30 s < total 60 s.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TimeoutPhase {
+    /// Waiting for a pooled connection (or a per-host connection slot).
+    PoolAcquire,
+    /// Establishing the connection (TCP, and TLS when it applies).
+    Connect,
+    /// Writing the request.
+    Write,
+    /// Waiting for the response head, or between two body frames.
+    Read,
+    /// One attempt, from send to response head.
+    Attempt,
+    /// The whole logical request, all attempts and waits included ([`crate::Deadline`]).
+    Total,
+    /// Waiting in a policy's queue (concurrency limit, rate limit).
+    Queue,
+}
+
+impl fmt::Display for TimeoutPhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::PoolAcquire => "pool acquire",
+            Self::Connect => "connect",
+            Self::Write => "write",
+            Self::Read => "read",
+            Self::Attempt => "attempt",
+            Self::Total => "total",
+            Self::Queue => "queue",
+        })
+    }
+}
+
+/// A timeout fired. Layers and transports put this type in their error
+/// chain so [`ErrorClass::of`] and callers can tell which phase it was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{phase} timeout: gave up after {limit:?}")]
+pub struct TimeoutError {
+    phase: TimeoutPhase,
+    limit: Duration,
+}
+
+impl TimeoutError {
+    /// A timeout in `phase` after waiting `limit`.
+    pub const fn new(phase: TimeoutPhase, limit: Duration) -> Self {
+        Self { phase, limit }
+    }
+
+    /// The phase that timed out.
+    pub const fn phase(&self) -> TimeoutPhase {
+        self.phase
+    }
+
+    /// How long was waited.
+    pub const fn limit(&self) -> Duration {
+        self.limit
+    }
+}
+
+/// The connection could not be established, so the request never reached
+/// the server and is safe to retry whatever its method.
+#[derive(Debug, thiserror::Error)]
+#[error("could not connect to {authority}")]
+pub struct ConnectError {
+    authority: String,
+    #[source]
+    source: Option<Box<dyn StdError + Send + Sync>>,
+}
+
+impl ConnectError {
+    /// A connect failure to `authority` (`host:port`), caused by `source`.
+    pub fn new(
+        authority: impl Into<String>,
+        source: impl Into<Box<dyn StdError + Send + Sync>>,
+    ) -> Self {
+        Self {
+            authority: authority.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// The `host:port` that could not be reached.
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+}
+
+/// What kind of failure an error chain describes, as far as retry and
+/// circuit breaking care.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// No connection: the request did not reach the server.
+    Connect,
+    /// A timeout fired; the phase is known when a [`TimeoutError`] is in the chain.
+    Timeout(Option<TimeoutPhase>),
+    /// The connection broke while the request or response was in flight.
+    Reset,
+    /// Anything else.
+    Other,
+}
+
+impl ErrorClass {
+    /// Walks `err` and its `source()` chain and reports the first thing it
+    /// recognises: steadfast's [`TimeoutError`] and [`ConnectError`],
+    /// `tokio::time::error::Elapsed`, and `std::io::Error` kinds
+    /// (refused/aborted/unreachable → connect, timed out → timeout,
+    /// reset/broken pipe/unexpected EOF → reset).
+    pub fn of(err: &(dyn StdError + 'static)) -> Self {
+        let mut cur = Some(err);
+        while let Some(e) = cur {
+            if let Some(t) = e.downcast_ref::<TimeoutError>() {
+                return Self::Timeout(Some(t.phase()));
+            }
+            if e.is::<ConnectError>() {
+                return Self::Connect;
+            }
+            if e.is::<tokio::time::error::Elapsed>() {
+                return Self::Timeout(None);
+            }
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                use std::io::ErrorKind as K;
+                match io.kind() {
+                    K::ConnectionRefused
+                    | K::AddrNotAvailable
+                    | K::HostUnreachable
+                    | K::NetworkUnreachable => {
+                        return Self::Connect;
+                    }
+                    K::TimedOut => return Self::Timeout(None),
+                    K::ConnectionReset
+                    | K::ConnectionAborted
+                    | K::BrokenPipe
+                    | K::UnexpectedEof
+                    | K::NotConnected => {
+                        return Self::Reset;
+                    }
+                    _ => {}
+                }
+            }
+            cur = e.source();
+        }
+        Self::Other
+    }
+
+    /// `true` when the request certainly did not reach the server, so even a
+    /// non-idempotent request may be re-sent.
+    pub const fn request_not_sent(self) -> bool {
+        matches!(
+            self,
+            Self::Connect
+                | Self::Timeout(Some(
+                    TimeoutPhase::Connect | TimeoutPhase::PoolAcquire | TimeoutPhase::Queue
+                ))
+        )
+    }
+
+    /// `true` for failures a new attempt may fix: connect errors, timeouts, resets.
+    pub const fn is_transient(self) -> bool {
+        !matches!(self, Self::Other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] Box<dyn StdError + Send + Sync>);
+
+    #[test]
+    fn finds_causes_deep_in_the_chain() {
+        let t = Outer(Box::new(TimeoutError::new(
+            TimeoutPhase::Read,
+            Duration::from_secs(30),
+        )));
+        assert_eq!(
+            ErrorClass::of(&t),
+            ErrorClass::Timeout(Some(TimeoutPhase::Read))
+        );
+        let c = Outer(Box::new(ConnectError::new(
+            "a:1",
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        )));
+        assert_eq!(ErrorClass::of(&c), ErrorClass::Connect);
+        assert!(ErrorClass::of(&c).request_not_sent());
+        let r = Outer(Box::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        )));
+        assert_eq!(ErrorClass::of(&r), ErrorClass::Reset);
+        assert!(!ErrorClass::Reset.request_not_sent());
+        let o = Outer(Box::new(std::fmt::Error));
+        assert_eq!(ErrorClass::of(&o), ErrorClass::Other);
+        assert!(!ErrorClass::Other.is_transient());
+    }
+
+    #[test]
+    fn messages_say_what_happened() {
+        let t = TimeoutError::new(TimeoutPhase::Connect, Duration::from_secs(5));
+        assert_eq!(t.to_string(), "connect timeout: gave up after 5s");
+        let c = ConnectError::new("example.com:443", "dns failure");
+        assert_eq!(c.to_string(), "could not connect to example.com:443");
+    }
+}

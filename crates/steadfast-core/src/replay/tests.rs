@@ -1,0 +1,173 @@
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use futures_util::stream;
+use http_body_util::{BodyExt, Full, StreamBody};
+use proptest::prelude::*;
+
+use super::*;
+
+type Chunks = StreamBody<stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>;
+
+fn streamed(chunks: &[Vec<u8>]) -> Chunks {
+    let frames: Vec<_> = chunks
+        .iter()
+        .map(|c| Ok(Frame::data(Bytes::from(c.clone()))))
+        .collect();
+    StreamBody::new(stream::iter(frames))
+}
+
+async fn collect<B>(body: B) -> Result<Bytes, B::Error>
+where
+    B: Body,
+{
+    Ok(body.collect().await?.to_bytes())
+}
+
+#[tokio::test]
+async fn buffered_bodies_clone_for_free() {
+    let req = Request::post("/x")
+        .body(Full::new(Bytes::from_static(b"abc")))
+        .unwrap();
+    let again = try_clone_request(&req).unwrap();
+    assert_eq!(collect(again.into_body()).await.unwrap(), "abc");
+}
+
+#[tokio::test]
+async fn trailers_are_replayed() {
+    let mut trailers = HeaderMap::new();
+    trailers.insert("x-sum", "42".parse().unwrap());
+    let frames = vec![
+        Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"ab"))),
+        Ok(Frame::trailers(trailers)),
+    ];
+    let body = ReplayBody::new(StreamBody::new(stream::iter(frames)), 16);
+    let copy = body.try_clone_body().unwrap();
+    let first = body.collect().await.unwrap();
+    assert_eq!(first.trailers().unwrap()["x-sum"], "42");
+    let second = copy.collect().await.unwrap();
+    assert_eq!(second.trailers().unwrap()["x-sum"], "42");
+    assert_eq!(second.to_bytes(), "ab");
+}
+
+#[tokio::test]
+async fn a_copy_made_mid_stream_picks_up_where_the_first_stopped() {
+    let body = ReplayBody::new(
+        streamed(&[b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]),
+        1024,
+    );
+    let mut first = body;
+    // The first attempt sends one frame, then is cancelled.
+    let f = first.frame().await.unwrap().unwrap();
+    assert_eq!(f.into_data().unwrap(), "one");
+    let copy = first.try_clone_body().unwrap();
+    drop(first);
+    assert_eq!(collect(copy).await.unwrap(), "onetwothree");
+}
+
+#[tokio::test]
+async fn over_the_cap_the_sender_continues_and_copies_are_refused() {
+    let body = ReplayBody::new(streamed(&[vec![1; 10], vec![2; 10]]), 15);
+    let early = body.try_clone_body().unwrap();
+    assert_eq!(
+        collect(body.try_clone_body().unwrap()).await.unwrap().len(),
+        20
+    );
+    assert!(!body.is_replayable());
+    assert_eq!(
+        body.try_clone_body().unwrap_err(),
+        NotReplayable::TooLarge { cap: 15 }
+    );
+    // A copy made before the overflow that fell behind gets a typed error, not wrong bytes.
+    let err = collect(early).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ReplayError::NotReplayable(NotReplayable::TooLarge { cap: 15 })
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("15-byte replay buffer"));
+}
+
+#[tokio::test]
+async fn a_failed_source_is_not_replayable() {
+    let frames = vec![
+        Ok(Frame::data(Bytes::from_static(b"a"))),
+        Err(std::io::Error::other("disk")),
+    ];
+    let body = ReplayBody::new(StreamBody::new(stream::iter(frames)), 16);
+    let copy = body.try_clone_body().unwrap();
+    assert!(matches!(collect(body).await, Err(ReplayError::Body(_))));
+    assert!(matches!(
+        collect(copy).await,
+        Err(ReplayError::NotReplayable(NotReplayable::SourceFailed))
+    ));
+}
+
+#[tokio::test]
+async fn concurrent_copies_both_see_every_byte() {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+    let src = StreamBody::new(tokio_stream_from(rx));
+    let a = ReplayBody::new(src, 1024);
+    let b = a.try_clone_body().unwrap();
+    let ta = tokio::spawn(collect(a));
+    let tb = tokio::spawn(collect(b));
+    for chunk in ["x", "y", "z"] {
+        tx.send(Ok(Frame::data(Bytes::from(chunk)))).await.unwrap();
+        tokio::task::yield_now().await;
+    }
+    drop(tx);
+    assert_eq!(ta.await.unwrap().unwrap(), "xyz");
+    assert_eq!(tb.await.unwrap().unwrap(), "xyz");
+}
+
+fn tokio_stream_from<T>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> {
+    stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+proptest! {
+    /// Every copy yields exactly the bytes that were sent, however the body
+    /// was chunked and whenever the copies were made, as long as the total
+    /// fits the cap; past the cap copies are refused.
+    #[test]
+    fn replays_exactly_what_was_sent(
+        chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..64), 0..16),
+        cap in 0usize..512,
+        clone_after in 0usize..20,
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async {
+            let expected: Vec<u8> = chunks.concat();
+            let mut body = ReplayBody::new(streamed(&chunks), cap);
+            let mut sent = Vec::new();
+            for _ in 0..clone_after {
+                match body.frame().await {
+                    Some(Ok(f)) => sent.extend_from_slice(&f.into_data().unwrap()),
+                    _ => break,
+                }
+            }
+            let copy = body.try_clone_body();
+            if sent.len() > cap {
+                prop_assert_eq!(copy.unwrap_err(), NotReplayable::TooLarge { cap });
+            } else {
+                let copy = copy.unwrap();
+                let rest = collect(body).await.unwrap();
+                sent.extend_from_slice(&rest);
+                prop_assert_eq!(&sent, &expected);
+                match collect(copy).await {
+                    Ok(replayed) => {
+                        prop_assert!(expected.len() <= cap || replayed.len() == expected.len());
+                        prop_assert_eq!(replayed.as_ref(), &expected[..]);
+                    }
+                    Err(e) => {
+                        prop_assert!(expected.len() > cap, "unexpected error {}", e);
+                    }
+                }
+            }
+            Ok(())
+        })?;
+    }
+}
