@@ -4,6 +4,7 @@
 pub mod classify;
 pub mod deadline;
 pub mod error;
+pub mod pool;
 pub mod replay;
 pub mod signals;
 #[cfg(feature = "tower")]
