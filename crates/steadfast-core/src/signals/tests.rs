@@ -218,7 +218,6 @@ fn header_value() -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     /// Whatever the bytes, nothing panics and every delay stays clamped.
     #[test]
