@@ -15,10 +15,16 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let server = FaultServer::start().await;
-    println!("steadfast tour: a live FaultServer is listening on {}", server.base_url());
+    println!(
+        "steadfast tour: a live FaultServer is listening on {}",
+        server.base_url()
+    );
 
     let chapters: Vec<(&str, ChapterFn)> = vec![
-        ("Foundation: transport seam, server signals, MockTransport", |s| Box::pin(foundation::run(s))),
+        (
+            "Foundation: transport seam, server signals, MockTransport",
+            |s| Box::pin(foundation::run(s)),
+        ),
         // new chapters go here, in pipeline order
     ];
     for (i, (title, run)) in chapters.into_iter().enumerate() {
@@ -26,8 +32,15 @@ async fn main() -> Result<(), BoxError> {
         run(&server).await?;
     }
     println!();
-    println!("tour complete: {} requests served by the FaultServer", server.stats().requests);
+    println!(
+        "tour complete: {} requests served by the FaultServer",
+        server.stats().requests
+    );
     Ok(())
 }
 
-type ChapterFn = for<'a> fn(&'a FaultServer) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), BoxError>> + 'a>>;
+type ChapterFn = for<'a> fn(
+    &'a FaultServer,
+) -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(), BoxError>> + 'a>,
+>;

@@ -5,7 +5,10 @@ use std::fmt::Display;
 /// Starts a chapter.
 pub(crate) fn chapter(number: usize, title: &str) {
     println!();
-    println!("── {number}. {title} {}", "─".repeat(60usize.saturating_sub(title.len())));
+    println!(
+        "── {number}. {title} {}",
+        "─".repeat(60usize.saturating_sub(title.len()))
+    );
 }
 
 /// One line of narrative.

@@ -3,5 +3,5 @@
 pub mod fault;
 pub mod mock;
 
-pub use fault::FaultServer;
-pub use mock::{MockTransport, Reply, Route};
+pub use fault::{FaultServer, FaultServerBuilder, ServerStats};
+pub use mock::{MockError, MockTransport, RecordedCall, Reply, Route, RouteHandle};

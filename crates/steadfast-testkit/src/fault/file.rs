@@ -1,0 +1,338 @@
+//! `/bytes/{n}` and `/file`: large deterministic bodies, streamed, with
+//! RFC 9110 range requests on `/file`.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::header::{ACCEPT_RANGES, CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE};
+use http::request::Parts;
+use http::{HeaderValue, Method, Response, StatusCode};
+
+use super::body::{Barrier, CutKind, FaultBody, PatternBody};
+use super::conn::ConnShared;
+use super::query::{ParamError, Query, parse_u64};
+use super::routes::{header_value, json, octets};
+
+/// Largest body `/bytes/{n}` and `/file` serve: 16 GiB.
+pub(crate) const MAX_LEN: u64 = 16 << 30;
+/// Default chunk size of the streamed pattern: 64 KiB.
+pub(crate) const DEFAULT_CHUNK: u64 = 64 << 10;
+/// Largest chunk size: 16 MiB.
+const MAX_CHUNK: u64 = 16 << 20;
+/// Default `/file` size: 1 MiB.
+pub(crate) const DEFAULT_FILE_SIZE: u64 = 1 << 20;
+/// `Last-Modified` of `/file`: Wed, 01 Jan 2025 00:00:00 GMT.
+const LAST_MODIFIED_SECS: u64 = 1_735_689_600;
+
+/// `/bytes/{n}`: `n` pattern bytes in chunks of `chunk`.
+pub(crate) fn bytes(n: &str, q: &Query<'_>) -> Result<Response<FaultBody>, ParamError> {
+    let len = parse_u64(n)
+        .filter(|&n| n <= MAX_LEN)
+        .ok_or_else(|| ParamError::new("n", format!("`{n}` is not a length in 0..={MAX_LEN}")))?;
+    let chunk = q.u64("chunk", DEFAULT_CHUNK, 1..=MAX_CHUNK)?;
+    Ok(octets(PatternBody::new(0, len, chunk), len))
+}
+
+/// `/file`: a `size`-byte representation with validators and ranges.
+pub(crate) fn file(
+    parts: &Parts,
+    q: &Query<'_>,
+    conn: &Arc<ConnShared>,
+) -> Result<Response<FaultBody>, ParamError> {
+    let size = q.u64("size", DEFAULT_FILE_SIZE, 0..=MAX_LEN)?;
+    let chunk = q.u64("chunk", DEFAULT_CHUNK, 1..=MAX_CHUNK)?;
+    let fail_at = q.opt_u64("fail_at", 0..=u64::MAX)?;
+    let etag = etag(size);
+    let modified = UNIX_EPOCH + Duration::from_secs(LAST_MODIFIED_SECS);
+
+    // Range applies to GET only (RFC 9110 §14.2), and If-Range without a
+    // Range means nothing.
+    let range = parts
+        .headers
+        .get(RANGE)
+        .filter(|_| parts.method == Method::GET)
+        .filter(|_| if_range_allows(parts.headers.get(IF_RANGE), &etag, modified));
+    let outcome = range.map_or(RangeOutcome::Ignore, |r| parse_range(r.as_bytes(), size));
+
+    let mut res = match outcome {
+        RangeOutcome::Unsatisfiable => {
+            let mut res = json(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                &serde_json::json!({ "error": format!("range not satisfiable; the file has {size} bytes") }),
+            );
+            res.headers_mut().insert(
+                CONTENT_RANGE,
+                header_value(format!("bytes */{size}"), "size")?,
+            );
+            res
+        }
+        RangeOutcome::Single { first, last } => {
+            let len = last - first + 1;
+            let body = cut(PatternBody::new(first, len, chunk), fail_at, parts, conn);
+            let mut res = octets(body, len);
+            *res.status_mut() = StatusCode::PARTIAL_CONTENT;
+            res.headers_mut().insert(
+                CONTENT_RANGE,
+                header_value(format!("bytes {first}-{last}/{size}"), "size")?,
+            );
+            res
+        }
+        RangeOutcome::Ignore | RangeOutcome::Multiple => {
+            let body = cut(PatternBody::new(0, size, chunk), fail_at, parts, conn);
+            octets(body, size)
+        }
+    };
+    let h = res.headers_mut();
+    h.insert(ETAG, header_value(etag, "size")?);
+    h.insert(
+        LAST_MODIFIED,
+        header_value(httpdate::fmt_http_date(modified), "size")?,
+    );
+    h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    Ok(res)
+}
+
+/// The strong entity tag of a `/file` of `size` bytes. The content is a
+/// function of the size alone, so the size is a sufficient validator.
+fn etag(size: u64) -> String {
+    format!("\"sf-{size:x}\"")
+}
+
+fn cut(
+    body: PatternBody,
+    fail_at: Option<u64>,
+    parts: &Parts,
+    conn: &Arc<ConnShared>,
+) -> PatternBody {
+    match fail_at {
+        Some(k) => body.cut_after(k, CutKind::Abort, Barrier::for_request(parts.version, conn)),
+        None => body,
+    }
+}
+
+/// `If-Range` (RFC 9110 §13.1.5): the Range is honoured only if the
+/// validator is the current strong ETag or exactly the `Last-Modified`
+/// date. A weak tag never matches.
+fn if_range_allows(value: Option<&HeaderValue>, etag: &str, modified: SystemTime) -> bool {
+    let Some(value) = value else {
+        return true;
+    };
+    let Ok(text) = value.to_str() else {
+        return false;
+    };
+    let text = text.trim_matches([' ', '\t']);
+    if text.starts_with('"') || text.starts_with("W/") {
+        return text == etag;
+    }
+    httpdate::parse_http_date(text).is_ok_and(|date| date == modified)
+}
+
+/// What a `Range` header asks of a representation of known size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RangeOutcome {
+    /// Absent, another unit, or invalid syntax: serve the whole thing.
+    Ignore,
+    /// Several ranges: this server answers them with the whole thing, which
+    /// RFC 9110 §14.2 allows (a server may ignore Range).
+    Multiple,
+    /// One range, none of which exists.
+    Unsatisfiable,
+    /// One satisfiable range, both ends inclusive.
+    Single { first: u64, last: u64 },
+}
+
+/// Parses a `Range` value (RFC 9110 §14.1.2) against a representation of
+/// `size` bytes.
+pub(crate) fn parse_range(value: &[u8], size: u64) -> RangeOutcome {
+    let Ok(text) = std::str::from_utf8(value) else {
+        return RangeOutcome::Ignore;
+    };
+    let Some((unit, set)) = text.split_once('=') else {
+        return RangeOutcome::Ignore;
+    };
+    if !unit.eq_ignore_ascii_case("bytes") {
+        return RangeOutcome::Ignore;
+    }
+    let mut first = None;
+    let mut count = 0usize;
+    // A list (`1#range-spec`) may carry empty elements and OWS.
+    for spec in set
+        .split(',')
+        .map(|s| s.trim_matches([' ', '\t']))
+        .filter(|s| !s.is_empty())
+    {
+        let Some(spec) = Spec::parse(spec) else {
+            return RangeOutcome::Ignore;
+        };
+        first.get_or_insert(spec);
+        count += 1;
+    }
+    match (count, first) {
+        (1, Some(spec)) => spec.resolve(size),
+        (0, _) | (_, None) => RangeOutcome::Ignore,
+        _ => RangeOutcome::Multiple,
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Spec {
+    /// `first-[last]`
+    From(u64, Option<u64>),
+    /// `-suffix_length`
+    Suffix(u64),
+}
+
+impl Spec {
+    fn parse(spec: &str) -> Option<Self> {
+        let (first, last) = spec.split_once('-')?;
+        if first.is_empty() {
+            return parse_u64(last).map(Self::Suffix);
+        }
+        let first = parse_u64(first)?;
+        if last.is_empty() {
+            return Some(Self::From(first, None));
+        }
+        let last = parse_u64(last)?;
+        // first > last makes the whole field invalid, hence ignored.
+        (first <= last).then_some(Self::From(first, Some(last)))
+    }
+
+    fn resolve(self, size: u64) -> RangeOutcome {
+        match self {
+            Self::From(first, _) if first >= size => RangeOutcome::Unsatisfiable,
+            Self::From(first, last) => RangeOutcome::Single {
+                first,
+                last: last.map_or(size - 1, |l| l.min(size - 1)),
+            },
+            Self::Suffix(0) => RangeOutcome::Unsatisfiable,
+            Self::Suffix(_) if size == 0 => RangeOutcome::Unsatisfiable,
+            Self::Suffix(n) => RangeOutcome::Single {
+                first: size - n.min(size),
+                last: size - 1,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use RangeOutcome::{Ignore, Multiple, Single, Unsatisfiable};
+
+    #[test]
+    fn the_three_forms() {
+        assert_eq!(
+            parse_range(b"bytes=0-99", 1000),
+            Single { first: 0, last: 99 }
+        );
+        assert_eq!(
+            parse_range(b"bytes=900-", 1000),
+            Single {
+                first: 900,
+                last: 999
+            }
+        );
+        assert_eq!(
+            parse_range(b"bytes=-100", 1000),
+            Single {
+                first: 900,
+                last: 999
+            }
+        );
+        assert_eq!(
+            parse_range(b"bytes=990-2000", 1000),
+            Single {
+                first: 990,
+                last: 999
+            }
+        );
+        assert_eq!(
+            parse_range(b"bytes=-5000", 1000),
+            Single {
+                first: 0,
+                last: 999
+            }
+        );
+        assert_eq!(
+            parse_range(b"Bytes= 5-5 ,", 1000),
+            Single { first: 5, last: 5 }
+        );
+    }
+
+    #[test]
+    fn unsatisfiable_multiple_and_invalid() {
+        assert_eq!(parse_range(b"bytes=1000-", 1000), Unsatisfiable);
+        assert_eq!(parse_range(b"bytes=-0", 1000), Unsatisfiable);
+        assert_eq!(parse_range(b"bytes=-1", 0), Unsatisfiable);
+        assert_eq!(parse_range(b"bytes=0-1,5-6", 1000), Multiple);
+        for bad in [
+            &b"bytes=5-4"[..],
+            b"bytes=-",
+            b"bytes=a-b",
+            b"bytes=1-2-3",
+            b"items=0-1",
+            b"bytes 0-1",
+            b"bytes=",
+            b"bytes=0-1,x",
+            b"bytes=99999999999999999999-",
+            b"\xff",
+        ] {
+            assert_eq!(
+                parse_range(bad, 1000),
+                Ignore,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn if_range_compares_strongly() {
+        let modified = UNIX_EPOCH + Duration::from_secs(LAST_MODIFIED_SECS);
+        let tag = etag(10);
+        let hv = |s: &'static str| HeaderValue::from_static(s);
+        assert!(if_range_allows(None, &tag, modified));
+        assert!(if_range_allows(Some(&hv("\"sf-a\"")), &tag, modified));
+        assert!(!if_range_allows(Some(&hv("W/\"sf-a\"")), &tag, modified));
+        assert!(!if_range_allows(Some(&hv("\"sf-b\"")), &tag, modified));
+        assert!(if_range_allows(
+            Some(&hv("Wed, 01 Jan 2025 00:00:00 GMT")),
+            &tag,
+            modified
+        ));
+        assert!(!if_range_allows(
+            Some(&hv("Thu, 02 Jan 2025 00:00:00 GMT")),
+            &tag,
+            modified
+        ));
+        assert!(!if_range_allows(Some(&hv("yesterday")), &tag, modified));
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_and_stays_in_bounds(value in proptest::collection::vec(any::<u8>(), 0..40), size: u64) {
+            if let Single { first, last } = parse_range(&value, size) {
+                prop_assert!(first <= last && last < size);
+            }
+        }
+
+        #[test]
+        fn well_formed_single_ranges(first in 0u64..2000, len in 0u64..2000, size in 0u64..3000) {
+            let last = first + len;
+            let got = parse_range(format!("bytes={first}-{last}").as_bytes(), size);
+            if first >= size {
+                prop_assert_eq!(got, Unsatisfiable);
+            } else {
+                prop_assert_eq!(got, Single { first, last: last.min(size - 1) });
+            }
+            let suffix = parse_range(format!("bytes=-{len}").as_bytes(), size);
+            if len == 0 || size == 0 {
+                prop_assert_eq!(suffix, Unsatisfiable);
+            } else {
+                prop_assert_eq!(suffix, Single { first: size - len.min(size), last: size - 1 });
+            }
+        }
+    }
+}
