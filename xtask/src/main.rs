@@ -38,13 +38,24 @@ type Step = Result<(), String>;
 
 fn test() -> Step {
     lint()?;
-    cargo(&["test", "--workspace", "--all-features", "--no-fail-fast"], &[])
+    cargo(
+        &["test", "--workspace", "--all-features", "--no-fail-fast"],
+        &[],
+    )
 }
 
 fn lint() -> Step {
     cargo(&["fmt", "--all", "--", "--check"], &[])?;
     cargo(
-        &["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"],
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ],
         &[],
     )?;
     cargo(
@@ -68,7 +79,8 @@ fn proptest(args: &[String]) -> Step {
 }
 
 fn bench(args: &[String]) -> Step {
-    let (names, criterion): (Vec<&String>, Vec<&String>) = match args.iter().position(|a| a == "--") {
+    let (names, criterion): (Vec<&String>, Vec<&String>) = match args.iter().position(|a| a == "--")
+    {
         Some(i) => (args[..i].iter().collect(), args[i + 1..].iter().collect()),
         None => (args.iter().collect(), Vec::new()),
     };
@@ -95,6 +107,10 @@ fn cargo(args: &[&str], envs: &[(&str, &str)]) -> Step {
         .envs(envs.iter().copied())
         .status()
         .map_err(|e| format!("{line} (could not start: {e})"))?;
-    eprintln!("xtask: {line}: {} in {:.0?}", if status.success() { "ok" } else { "FAILED" }, started.elapsed());
+    eprintln!(
+        "xtask: {line}: {} in {:.0?}",
+        if status.success() { "ok" } else { "FAILED" },
+        started.elapsed()
+    );
     if status.success() { Ok(()) } else { Err(line) }
 }
