@@ -92,7 +92,7 @@ where
 /// | 1xx, 2xx, 3xx | `Success` |
 /// | 408, 429, 502, 503, 504 | `Retryable`, with the delay of `Retry-After` or of an exhausted `RateLimit` |
 /// | other 4xx | `Rejected` |
-/// | other 5xx | `Failure` |
+/// | other 5xx, and undefined codes 600..=999 | `Failure` |
 /// | connect error, timeout, connection reset ([`ErrorClass::is_transient`]) | `Retryable` |
 /// | any other error | `Failure` |
 #[derive(Clone, Copy, Debug, Default)]
@@ -117,9 +117,10 @@ pub fn classify_status(status: StatusCode, headers: &HeaderMap, now: SystemTime)
         408 | 429 | 502 | 503 | 504 => Outcome::Retryable {
             after: ServerSignals::from_headers(headers, now).retry_delay(),
         },
+        100..=399 => Outcome::Success,
         400..=499 => Outcome::Rejected,
-        500..=599 => Outcome::Failure,
-        _ => Outcome::Success,
+        // 5xx, and the 600..=999 codes `http` accepts but HTTP does not define.
+        _ => Outcome::Failure,
     }
 }
 
@@ -157,7 +158,7 @@ mod tests {
         for code in [400, 401, 403, 404, 409, 422] {
             assert_eq!(status(code, &[]), Outcome::Rejected, "{code}");
         }
-        for code in [500, 501, 505] {
+        for code in [500, 501, 505, 600, 999] {
             assert_eq!(status(code, &[]), Outcome::Failure, "{code}");
         }
     }

@@ -106,6 +106,9 @@ pub enum ErrorClass {
     Timeout(Option<TimeoutPhase>),
     /// The connection broke while the request or response was in flight.
     Reset,
+    /// The network failed (host or network unreachable) on a socket whose
+    /// state is unknown: transient, but the request may have been sent.
+    Network,
     /// Anything else.
     Other,
 }
@@ -114,8 +117,16 @@ impl ErrorClass {
     /// Walks `err` and its `source()` chain and reports the first thing it
     /// recognises: steadfast's [`TimeoutError`] and [`ConnectError`],
     /// `tokio::time::error::Elapsed`, and `std::io::Error` kinds
-    /// (refused/aborted/unreachable → connect, timed out → timeout,
-    /// reset/broken pipe/unexpected EOF → reset).
+    /// (refused → connect, unreachable → network, timed out → timeout,
+    /// reset/aborted/broken pipe/unexpected EOF → reset). An error wrapped
+    /// inside an `io::Error` (`io::Error::new(kind, inner)`) is looked at
+    /// before the kind of its wrapper.
+    ///
+    /// `ConnectionRefused` counts as a connect failure because TCP reports
+    /// it only from `connect()`; an established connection that dies
+    /// reports a reset instead. Unreachable hosts and networks, though, are
+    /// also reported on established sockets, so they are
+    /// [`ErrorClass::Network`]: the request may have been sent.
     pub fn of(err: &(dyn StdError + 'static)) -> Self {
         let mut cur = Some(err);
         while let Some(e) = cur {
@@ -129,28 +140,35 @@ impl ErrorClass {
                 return Self::Timeout(None);
             }
             if let Some(io) = e.downcast_ref::<std::io::Error>() {
-                use std::io::ErrorKind as K;
-                match io.kind() {
-                    K::ConnectionRefused
-                    | K::AddrNotAvailable
-                    | K::HostUnreachable
-                    | K::NetworkUnreachable => {
-                        return Self::Connect;
+                // `io::Error::source()` skips the wrapped error itself.
+                if let Some(inner) = io.get_ref() {
+                    let class = Self::of(inner);
+                    if class != Self::Other {
+                        return class;
                     }
-                    K::TimedOut => return Self::Timeout(None),
-                    K::ConnectionReset
-                    | K::ConnectionAborted
-                    | K::BrokenPipe
-                    | K::UnexpectedEof
-                    | K::NotConnected => {
-                        return Self::Reset;
-                    }
-                    _ => {}
+                }
+                if let Some(class) = Self::of_io_kind(io.kind()) {
+                    return class;
                 }
             }
             cur = e.source();
         }
         Self::Other
+    }
+
+    fn of_io_kind(kind: std::io::ErrorKind) -> Option<Self> {
+        use std::io::ErrorKind as K;
+        Some(match kind {
+            K::ConnectionRefused | K::AddrNotAvailable => Self::Connect,
+            K::HostUnreachable | K::NetworkUnreachable | K::NetworkDown => Self::Network,
+            K::TimedOut => Self::Timeout(None),
+            K::ConnectionReset
+            | K::ConnectionAborted
+            | K::BrokenPipe
+            | K::UnexpectedEof
+            | K::NotConnected => Self::Reset,
+            _ => return None,
+        })
     }
 
     /// `true` when the request certainly did not reach the server, so even a
@@ -165,7 +183,8 @@ impl ErrorClass {
         )
     }
 
-    /// `true` for failures a new attempt may fix: connect errors, timeouts, resets.
+    /// `true` for failures a new attempt may fix: connect errors, timeouts,
+    /// resets, network failures.
     pub const fn is_transient(self) -> bool {
         !matches!(self, Self::Other)
     }
@@ -200,9 +219,33 @@ mod tests {
         )));
         assert_eq!(ErrorClass::of(&r), ErrorClass::Reset);
         assert!(!ErrorClass::Reset.request_not_sent());
+        let unreachable = Outer(Box::new(std::io::Error::from(
+            std::io::ErrorKind::HostUnreachable,
+        )));
+        assert_eq!(ErrorClass::of(&unreachable), ErrorClass::Network);
+        assert!(!ErrorClass::Network.request_not_sent());
+        assert!(ErrorClass::Network.is_transient());
         let o = Outer(Box::new(std::fmt::Error));
         assert_eq!(ErrorClass::of(&o), ErrorClass::Other);
         assert!(!ErrorClass::Other.is_transient());
+    }
+
+    #[test]
+    fn looks_inside_io_errors() {
+        let wrapped = std::io::Error::other(ConnectError::new("h:1", "refused"));
+        assert_eq!(ErrorClass::of(&wrapped), ErrorClass::Connect);
+        let phase = std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            TimeoutError::new(TimeoutPhase::Connect, Duration::from_secs(5)),
+        );
+        assert_eq!(
+            ErrorClass::of(&phase),
+            ErrorClass::Timeout(Some(TimeoutPhase::Connect))
+        );
+        assert!(ErrorClass::of(&phase).request_not_sent());
+        // An unrecognised inner error falls back to the wrapper's kind.
+        let kind = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "peer went away");
+        assert_eq!(ErrorClass::of(&kind), ErrorClass::Reset);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::error::Error as StdError;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 
 use bytes::{Buf, Bytes};
 use http::{HeaderMap, Request};
@@ -113,13 +113,15 @@ pub enum ReplayError {
 /// be sent again.
 ///
 /// Every copy made by [`TryCloneBody::try_clone_body`] yields the same
-/// bytes from the start. Copies may be polled one after another (retry) or
-/// at the same time (hedging): the one furthest ahead reads the wrapped
-/// body, the others replay the buffer and wait for it. Dropping a copy
-/// mid-stream (a cancelled attempt) hands the wrapped body to the others.
+/// bytes from the start, trailers included. Copies may be polled one after
+/// another (retry) or at the same time (hedging): whichever copy reaches
+/// the end of the buffer reads the wrapped body, and every copy waiting
+/// there is woken when it yields, so a stalled copy never blocks the
+/// others. Dropping a copy mid-stream (a cancelled attempt) loses nothing.
 ///
 /// Once more than `cap` bytes have gone through, the buffer is dropped and
-/// no further copy can be made; the copy that is sending carries on.
+/// no further copy can be made; the copy that is sending carries on, and a
+/// copy that had fallen behind fails with [`NotReplayable::TooLarge`].
 ///
 /// ```
 /// use http_body_util::{BodyExt, StreamBody};
@@ -136,10 +138,9 @@ pub enum ReplayError {
 /// ```
 pub struct ReplayBody<B> {
     shared: Arc<Mutex<Shared<B>>>,
-    /// Frames of `Shared::chunks` this copy has yielded, counted from the start of the body.
+    /// Data frames this copy has yielded, counted from the start of the body.
     pos: usize,
     trailers_sent: bool,
-    id: usize,
 }
 
 struct Shared<B> {
@@ -154,10 +155,10 @@ struct Shared<B> {
     done: bool,
     failed: bool,
     hint: SizeHint,
-    /// The copy currently reading `source`, if any.
-    reader: Option<usize>,
-    waiters: Vec<Waker>,
-    next_id: usize,
+    /// The waker the source is polled with: it wakes every copy waiting at
+    /// the end of the buffer, whichever copy polled last.
+    source_waker: Waker,
+    waiting: Arc<WakeAll>,
 }
 
 impl<B> Shared<B> {
@@ -165,8 +166,43 @@ impl<B> Shared<B> {
         self.dropped + self.chunks.len()
     }
 
-    fn wake_all(&mut self) {
-        for w in self.waiters.drain(..) {
+    fn finish(&mut self) {
+        self.done = true;
+        self.source = None;
+    }
+}
+
+/// The wakers of the copies waiting for the source.
+#[derive(Default)]
+struct WakeAll {
+    wakers: Mutex<Vec<Waker>>,
+}
+
+impl WakeAll {
+    fn register(&self, waker: &Waker) {
+        let mut wakers = self
+            .wakers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !wakers.iter().any(|w| w.will_wake(waker)) {
+            wakers.push(waker.clone());
+        }
+    }
+}
+
+impl Wake for WakeAll {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let wakers = std::mem::take(
+            &mut *self
+                .wakers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for w in wakers {
             w.wake();
         }
     }
@@ -176,6 +212,7 @@ impl<B: Body> ReplayBody<B> {
     /// Wraps `body`, keeping up to `cap` bytes for replay.
     pub fn new(body: B, cap: usize) -> Self {
         let hint = body.size_hint();
+        let waiting = Arc::new(WakeAll::default());
         let shared = Shared {
             source: Some(body),
             chunks: VecDeque::new(),
@@ -187,15 +224,13 @@ impl<B: Body> ReplayBody<B> {
             done: false,
             failed: false,
             hint,
-            reader: None,
-            waiters: Vec::new(),
-            next_id: 1,
+            source_waker: Waker::from(Arc::clone(&waiting)),
+            waiting,
         };
         Self {
             shared: Arc::new(Mutex::new(shared)),
             pos: 0,
             trailers_sent: false,
-            id: 0,
         }
     }
 
@@ -221,31 +256,18 @@ fn lock<B>(m: &Mutex<Shared<B>>) -> MutexGuard<'_, Shared<B>> {
 
 impl<B> TryCloneBody for ReplayBody<B> {
     fn try_clone_body(&self) -> Result<Self, NotReplayable> {
-        let mut s = lock(&self.shared);
+        let s = lock(&self.shared);
         if s.failed {
             return Err(NotReplayable::SourceFailed);
         }
         if s.overflowed {
             return Err(NotReplayable::TooLarge { cap: s.cap });
         }
-        let id = s.next_id;
-        s.next_id += 1;
         Ok(Self {
             shared: Arc::clone(&self.shared),
             pos: 0,
             trailers_sent: false,
-            id,
         })
-    }
-}
-
-impl<B> Drop for ReplayBody<B> {
-    fn drop(&mut self) {
-        let mut s = lock(&self.shared);
-        if s.reader == Some(self.id) {
-            s.reader = None;
-            s.wake_all();
-        }
     }
 }
 
@@ -275,7 +297,8 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.get_mut();
-        let mut s = lock(&this.shared);
+        let mut guard = lock(&this.shared);
+        let s = &mut *guard;
 
         // 1. Replay what is buffered.
         if this.pos < s.frames_read() {
@@ -303,67 +326,55 @@ where
                 NotReplayable::SourceFailed,
             ))));
         }
-        // 3. At the frontier: read the source, unless another copy is.
-        match s.reader {
-            Some(id) if id != this.id => {
-                s.waiters.push(cx.waker().clone());
-                return Poll::Pending;
-            }
-            _ => s.reader = Some(this.id),
-        }
         let Some(source) = s.source.as_mut() else {
             return Poll::Ready(None);
         };
-        let polled = Pin::new(source).poll_frame(cx);
-        match polled {
-            Poll::Pending => Poll::Pending,
+        // 3. At the frontier: read the source on behalf of every waiting copy.
+        s.waiting.register(cx.waker());
+        let polled = Pin::new(source).poll_frame(&mut Context::from_waker(&s.source_waker));
+        let out = match polled {
+            Poll::Pending => return Poll::Pending,
             Poll::Ready(None) => {
-                s.done = true;
-                s.source = None;
-                s.reader = None;
-                s.wake_all();
+                s.finish();
                 this.trailers_sent = true;
-                Poll::Ready(None)
+                None
             }
             Poll::Ready(Some(Err(e))) => {
                 s.failed = true;
                 s.source = None;
-                s.reader = None;
-                s.wake_all();
-                Poll::Ready(Some(Err(ReplayError::Body(e.into()))))
+                Some(Err(ReplayError::Body(e.into())))
             }
-            Poll::Ready(Some(Ok(frame))) => {
-                let frame = match frame.into_data() {
-                    Ok(mut data) => {
-                        let bytes = data.copy_to_bytes(data.remaining());
-                        s.buffered += bytes.len();
-                        if !s.overflowed && s.buffered > s.cap {
-                            // Free the buffer at once: nobody can use it any more.
-                            s.overflowed = true;
-                        }
-                        if s.overflowed {
-                            s.dropped = s.frames_read() + 1;
-                            s.chunks.clear();
-                        } else {
-                            s.chunks.push_back(bytes.clone());
-                        }
-                        this.pos += 1;
-                        Frame::data(bytes)
+            Poll::Ready(Some(Ok(frame))) => Some(Ok(match frame.into_data() {
+                Ok(mut data) => {
+                    let bytes = data.copy_to_bytes(data.remaining());
+                    s.buffered += bytes.len();
+                    if s.buffered > s.cap {
+                        // Free the buffer at once: nobody can use it any more.
+                        s.overflowed = true;
+                        s.dropped = s.frames_read() + 1;
+                        s.chunks.clear();
+                    } else {
+                        s.chunks.push_back(bytes.clone());
                     }
-                    Err(frame) => match frame.into_trailers() {
-                        Ok(t) => {
-                            s.trailers = Some(t.clone());
-                            this.trailers_sent = true;
-                            Frame::trailers(t)
-                        }
-                        // Unknown frame kinds are passed through, not replayed.
-                        Err(frame) => frame.map_data(|mut d| d.copy_to_bytes(d.remaining())),
-                    },
-                };
-                s.wake_all();
-                Poll::Ready(Some(Ok(frame)))
-            }
-        }
+                    this.pos += 1;
+                    Frame::data(bytes)
+                }
+                Err(frame) => match frame.into_trailers() {
+                    // Trailers end a body: no need to poll the source again.
+                    Ok(t) => {
+                        s.trailers = Some(t.clone());
+                        s.finish();
+                        this.trailers_sent = true;
+                        Frame::trailers(t)
+                    }
+                    // Unknown frame kinds are passed through, not replayed.
+                    Err(frame) => frame.map_data(|mut d| d.copy_to_bytes(d.remaining())),
+                },
+            })),
+        };
+        // Copies waiting at the frontier can now replay (or see the end).
+        s.waiting.wake_by_ref();
+        Poll::Ready(out)
     }
 
     fn is_end_stream(&self) -> bool {

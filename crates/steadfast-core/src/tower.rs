@@ -19,6 +19,11 @@
 //! assert_eq!(*res.body(), "hi");
 //! let back = FromTower::new(svc);
 //! assert_eq!(*back.send(http::Request::new(())).await.unwrap().body(), "hi");
+//!
+//! // Type-erased services, which are not `Sync`, work too.
+//! let boxed = tower::util::BoxCloneService::new(IntoService::new(back));
+//! let again = FromTower::new(boxed);
+//! assert_eq!(*again.send(http::Request::new(())).await.unwrap().body(), "hi");
 //! # });
 //! ```
 
@@ -33,21 +38,43 @@ use crate::{BoxError, Layer, Transport};
 /// A `tower::Service` used as a [`Transport`].
 ///
 /// Each `send` clones the service, waits for `poll_ready`, then calls it,
-/// which is how tower services are shared between tasks.
-#[derive(Clone, Debug)]
+/// which is how tower services are shared between tasks. The service sits
+/// behind a mutex, held only while it is cloned, so services that are not
+/// `Sync` (such as `tower::util::BoxCloneService`) work too.
+#[derive(Debug)]
 pub struct FromTower<S> {
-    service: S,
+    service: std::sync::Mutex<S>,
 }
 
 impl<S> FromTower<S> {
     /// Wraps `service`.
     pub const fn new(service: S) -> Self {
-        Self { service }
+        Self {
+            service: std::sync::Mutex::new(service),
+        }
     }
 
     /// The wrapped service.
     pub fn into_inner(self) -> S {
         self.service
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn clone_service(&self) -> S
+    where
+        S: Clone,
+    {
+        self.service
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl<S: Clone> Clone for FromTower<S> {
+    fn clone(&self) -> Self {
+        Self::new(self.clone_service())
     }
 }
 
@@ -65,7 +92,7 @@ impl TowerError {
 
 impl<B, S, RB> Transport<B> for FromTower<S>
 where
-    S: tower_service::Service<Request<B>, Response = Response<RB>> + Clone + Send + Sync + 'static,
+    S: tower_service::Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send,
     B: Send + 'static,
@@ -77,7 +104,7 @@ where
         &self,
         req: Request<B>,
     ) -> impl Future<Output = Result<Response<RB>, TowerError>> + Send {
-        let mut service = self.service.clone();
+        let mut service = self.clone_service();
         async move {
             std::future::poll_fn(|cx| service.poll_ready(cx))
                 .await

@@ -122,6 +122,58 @@ async fn concurrent_copies_both_see_every_byte() {
     assert_eq!(tb.await.unwrap().unwrap(), "xyz");
 }
 
+#[tokio::test]
+async fn trailers_survive_a_copy_that_stopped_after_them() {
+    // hyper's h2 body pipe stops polling once it has sent trailers.
+    let mut trailers = HeaderMap::new();
+    trailers.insert("x-sum", "42".parse().unwrap());
+    let frames = vec![
+        Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"ab"))),
+        Ok(Frame::trailers(trailers)),
+    ];
+    let mut first = ReplayBody::new(StreamBody::new(stream::iter(frames)), 16);
+    assert!(first.frame().await.unwrap().unwrap().is_data());
+    assert!(first.frame().await.unwrap().unwrap().is_trailers());
+    let copy = first.try_clone_body().unwrap();
+    drop(first);
+    let replayed = copy.collect().await.unwrap();
+    assert_eq!(replayed.trailers().unwrap()["x-sum"], "42");
+    assert_eq!(replayed.to_bytes(), "ab");
+}
+
+#[tokio::test]
+async fn a_stalled_copy_does_not_block_the_others() {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+    let mut stalled = ReplayBody::new(StreamBody::new(tokio_stream_from(rx)), 1024);
+    let copy = stalled.try_clone_body().unwrap();
+    // The first copy polls once (the source is empty), then is never polled again.
+    assert!(futures_util::FutureExt::now_or_never(stalled.frame()).is_none());
+    let reader = tokio::spawn(collect(copy));
+    tx.send(Ok(Frame::data(Bytes::from_static(b"late"))))
+        .await
+        .unwrap();
+    drop(tx);
+    let got = tokio::time::timeout(std::time::Duration::from_secs(5), reader).await;
+    assert_eq!(
+        got.expect("the second copy was left without a wake-up")
+            .unwrap()
+            .unwrap(),
+        "late"
+    );
+    drop(stalled);
+}
+
+#[tokio::test]
+async fn repeated_polls_do_not_pile_up_wakers() {
+    let (_tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
+    let mut body = ReplayBody::new(StreamBody::new(tokio_stream_from(rx)), 16);
+    for _ in 0..1000 {
+        assert!(futures_util::FutureExt::now_or_never(body.frame()).is_none());
+    }
+    let waiting = lock(&body.shared).waiting.wakers.lock().unwrap().len();
+    assert_eq!(waiting, 1);
+}
+
 fn tokio_stream_from<T>(
     mut rx: tokio::sync::mpsc::Receiver<T>,
 ) -> impl futures_util::Stream<Item = T> {

@@ -10,10 +10,10 @@
 //! | Field | Forms |
 //! |---|---|
 //! | `Retry-After` | delta-seconds; HTTP-date in all three RFC 9110 §5.6.7 forms (a date in the past means 0); decimal seconds tolerated |
-//! | `RateLimit` + `RateLimit-Policy` | structured fields of draft-ietf-httpapi-ratelimit-headers (-08 and later, up to -11): `"name";r=<remaining>;t=<seconds>` and `"name";q=<quota>;w=<window>` |
+//! | `RateLimit` + `RateLimit-Policy` | structured fields of draft-ietf-httpapi-ratelimit-headers (-08 and later, up to -11): `"name";r=<remaining>;t=<seconds>` and `"name";q=<quota>;w=<window>`; `t` is optional, the policy window `w` stands in for it |
 //! | `RateLimit` (legacy) | the -07 dictionary `limit=, remaining=, reset=` and the `100;w=60` policy list |
 //! | `RateLimit-Limit/-Remaining/-Reset` | the separate fields of drafts -00 to -06 |
-//! | `X-RateLimit-*`, `X-Rate-Limit-*` | `Limit`, `Remaining`, `Reset`, with optional `-Requests` / `-Tokens` suffixes; reset as delay seconds, epoch seconds or milliseconds, fractional seconds, or Go-style durations (`"6m0s"`, `"20ms"`) |
+//! | `X-RateLimit-*`, `X-Rate-Limit-*` | `Limit`, `Remaining` (decimals floored), `Reset`, `Reset-After` (preferred when present: it ignores clock skew), with optional `-Requests` / `-Tokens` suffixes; reset as delay seconds, epoch seconds (fraction allowed) or milliseconds, fractional seconds, or Go-style durations (`"6m0s"`, `"20ms"`) |
 //!
 //! # Hostile values
 //!
@@ -98,7 +98,8 @@ impl ServerSignals {
 
     /// How long the server asked the client to wait before the next request:
     /// `Retry-After` when present, otherwise the reset time of an exhausted
-    /// rate limit (`remaining == 0`).
+    /// rate limit (`remaining == 0`; when several are exhausted, the latest
+    /// reset, since all must be restored).
     pub fn retry_delay(&self) -> Option<Duration> {
         self.retry_after.or_else(|| {
             self.rate_limit

@@ -89,15 +89,22 @@ impl RateLimit {
     pub fn pace(&self) -> Duration {
         match self.remaining {
             0 => self.reset,
-            n => self.reset.div_f64(n as f64),
+            n => {
+                // Integer arithmetic: exact, and no float that could overflow.
+                let nanos = self.reset.as_nanos() / u128::from(n);
+                Duration::new(
+                    (nanos / 1_000_000_000) as u64,
+                    (nanos % 1_000_000_000) as u32,
+                )
+            }
         }
     }
 
-    /// Orders quotas by how much they constrain: the slower pace wins, then
-    /// an exhausted quota, then the longer reset.
+    /// Orders quotas by how much they constrain: an exhausted quota first
+    /// (the longer reset wins), then the slower pace.
     fn constrains_more_than(&self, other: &Self) -> bool {
-        (self.pace(), self.remaining == 0, self.reset)
-            > (other.pace(), other.remaining == 0, other.reset)
+        let key = |rl: &Self| (rl.remaining == 0, rl.pace());
+        key(self) > key(other)
     }
 }
 
@@ -141,34 +148,49 @@ fn ietf(headers: &HeaderMap, malformed: &mut Vec<SignalError>, offer: &mut impl 
     if let Ok(items) = sf::parse_list(&value) {
         let mut found = false;
         for item in &items {
-            let (Some(r), Some(t)) = (non_negative(item.param("r")), non_negative(item.param("t")))
-            else {
+            let Some(r) = non_negative(item.param("r")) else {
                 continue;
             };
-            found = true;
             let policy = item
                 .item
                 .as_name()
                 .and_then(|name| policies.iter().find(|p| p.item.as_name() == Some(name)));
-            let mut rl = RateLimit::new(saturate(r), clamp_secs(t), RateLimitSource::Ietf);
+            let window = policy.and_then(|p| non_negative(p.param("w")));
+            // `t` is optional (draft -11 §4.1): without it the quota is
+            // restored at the latest when the policy window ends.
+            let Some(reset) = non_negative(item.param("t")).or(window) else {
+                malformed.push(SignalError::new(
+                    RATELIMIT,
+                    "no reset time (`t`) and no policy window (`w`)",
+                ));
+                continue;
+            };
+            found = true;
+            let mut rl = RateLimit::new(saturate(r), clamp_secs(reset), RateLimitSource::Ietf);
             if let Some(q) = policy.and_then(|p| non_negative(p.param("q"))) {
                 rl = rl.with_limit(saturate(q));
             }
-            if let Some(w) = policy.and_then(|p| non_negative(p.param("w"))) {
+            if let Some(w) = window {
                 rl = rl.with_window(clamp_secs(w));
             }
             offer(rl);
         }
-        if found {
-            return;
+        if !found && !items.iter().any(|i| i.param("r").is_some()) {
+            malformed.push(SignalError::new(
+                RATELIMIT,
+                "no item with a remaining quota (`r`)",
+            ));
         }
+        return;
     }
 
     // Draft -07: `limit=100, remaining=50, reset=30`; policy `100;w=60`.
     match sf::parse_dictionary(&value) {
         Ok(dict) => {
+            // Later duplicates override earlier ones (RFC 9651 §4.2.2).
             let get = |k: &str| {
                 dict.iter()
+                    .rev()
                     .find(|m| m.key.is_some_and(|key| key.eq_ignore_ascii_case(k)))
             };
             let remaining = get("remaining").and_then(|m| m.item.as_non_negative());
@@ -209,8 +231,18 @@ fn ietf_separate(
         now,
         malformed,
         offer,
-        ["ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"],
-        ["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"],
+        [
+            "ratelimit-limit",
+            "ratelimit-remaining",
+            "ratelimit-reset",
+            "ratelimit-reset-after",
+        ],
+        [
+            "RateLimit-Limit",
+            "RateLimit-Remaining",
+            "RateLimit-Reset",
+            "RateLimit-Reset-After",
+        ],
         RateLimitSource::IetfSeparate,
     );
 }
@@ -227,8 +259,14 @@ fn vendor(
         ($($p:literal, $cap:literal, $sfx:literal);* $(;)?) => {$(
             family(
                 headers, now, malformed, offer,
-                [concat!($p, "limit", $sfx), concat!($p, "remaining", $sfx), concat!($p, "reset", $sfx)],
-                [concat!($cap, "Limit", $sfx), concat!($cap, "Remaining", $sfx), concat!($cap, "Reset", $sfx)],
+                [
+                    concat!($p, "limit", $sfx), concat!($p, "remaining", $sfx),
+                    concat!($p, "reset", $sfx), concat!($p, "reset-after", $sfx),
+                ],
+                [
+                    concat!($cap, "Limit", $sfx), concat!($cap, "Remaining", $sfx),
+                    concat!($cap, "Reset", $sfx), concat!($cap, "Reset-After", $sfx),
+                ],
                 RateLimitSource::Vendor,
             );
         )*};
@@ -241,16 +279,16 @@ fn vendor(
     }
 }
 
-/// One `{limit, remaining, reset}` triple of separate headers. `remaining`
-/// is required; a missing reset means the server did not say, and pacing
-/// cannot be derived, so the triple is skipped.
+/// One `{limit, remaining, reset, reset-after}` family of separate headers.
+/// `remaining` is required; without a reset the server did not say when
+/// the quota comes back, pacing cannot be derived, and the family is skipped.
 fn family(
     headers: &HeaderMap,
     now: SystemTime,
     malformed: &mut Vec<SignalError>,
     offer: &mut impl FnMut(RateLimit),
-    names: [&'static str; 3],
-    fields: [&'static str; 3],
+    names: [&'static str; 4],
+    fields: [&'static str; 4],
     source: RateLimitSource,
 ) {
     let Some(remaining) = headers.get(names[1]) else {
@@ -260,10 +298,13 @@ fn family(
         malformed.push(SignalError::new(fields[1], "not a non-negative integer"));
         return;
     };
-    let Some(reset) = headers.get(names[2]) else {
-        return;
+    // A relative `Reset-After` (Discord) does not depend on clock skew: prefer it.
+    let (field, reset) = match (headers.get(names[3]), headers.get(names[2])) {
+        (Some(after), _) => (fields[3], after),
+        (None, Some(reset)) => (fields[2], reset),
+        (None, None) => return,
     };
-    let reset = match parse_reset_field(fields[2], reset.as_bytes(), now) {
+    let reset = match parse_reset_field(field, reset.as_bytes(), now) {
         Ok(r) => r,
         Err(e) => {
             malformed.push(e);
@@ -286,12 +327,15 @@ fn family(
     offer(rl);
 }
 
+/// A count of requests; decimals are floored (Reddit sends `598.0`).
 fn parse_count(value: &[u8]) -> Option<u64> {
     let text = std::str::from_utf8(value).ok()?.trim_matches([' ', '\t']);
-    if text.is_empty() || !text.bytes().all(|c| c.is_ascii_digit()) {
+    let (int, frac) = text.split_once('.').unwrap_or((text, "0"));
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
+    if !digits(int) || !digits(frac) {
         return None;
     }
-    Some(text.bytes().fold(0u64, |acc, c| {
+    Some(int.bytes().fold(0u64, |acc, c| {
         acc.saturating_mul(10).saturating_add(u64::from(c - b'0'))
     }))
 }

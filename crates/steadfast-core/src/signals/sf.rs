@@ -189,7 +189,7 @@ impl<'a> Parser<'a> {
     }
 
     fn params(&mut self) -> Result<Vec<(&'a str, Bare<'a>)>, SyntaxError> {
-        let mut params = Vec::new();
+        let mut params: Vec<(&str, Bare<'_>)> = Vec::new();
         while self.eat(b';') {
             self.skip_sp();
             let key = self.key()?;
@@ -199,7 +199,7 @@ impl<'a> Parser<'a> {
                 Bare::Bool(true)
             };
             // Later duplicates override earlier ones (RFC 9651 §4.2.3.2).
-            if let Some(slot) = params.iter_mut().find(|(k, _)| *k == key) {
+            if let Some(slot) = params.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(key)) {
                 slot.1 = value;
             } else {
                 params.push((key, value));

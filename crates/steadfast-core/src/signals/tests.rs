@@ -200,6 +200,95 @@ fn malformed_fields_are_reported_not_trusted() {
 }
 
 #[test]
+fn discord_style_resets() {
+    // Epoch seconds with a fraction, and the relative Reset-After preferred over it.
+    let s = parse(&[
+        ("x-ratelimit-remaining", "0"),
+        ("x-ratelimit-reset", "1700000001.250"),
+    ]);
+    assert_eq!(s.retry_delay(), Some(Duration::from_millis(1250)));
+    let s = parse(&[
+        ("x-ratelimit-remaining", "0"),
+        ("x-ratelimit-reset", "1700000090.000"),
+        ("x-ratelimit-reset-after", "1.5"),
+    ]);
+    assert_eq!(s.retry_delay(), Some(Duration::from_millis(1500)));
+}
+
+#[test]
+fn an_exhausted_quota_is_never_hidden_by_a_slower_one() {
+    let s = parse(&[
+        ("x-ratelimit-remaining-requests", "0"),
+        ("x-ratelimit-reset-requests", "1s"),
+        ("x-ratelimit-remaining-tokens", "100"),
+        ("x-ratelimit-reset-tokens", "6m0s"),
+    ]);
+    assert_eq!(s.retry_delay(), Some(Duration::from_secs(1)));
+    let s = parse(&[("ratelimit", r#""burst";r=0;t=10, "day";r=5;t=86400"#)]);
+    assert_eq!(s.retry_delay(), Some(Duration::from_secs(10)));
+    // Two exhausted quotas: both must be restored, so the later reset wins.
+    let s = parse(&[("ratelimit", r#""a";r=0;t=10, "b";r=0;t=30"#)]);
+    assert_eq!(s.retry_delay(), Some(Duration::from_secs(30)));
+}
+
+#[test]
+fn ietf_reset_is_optional_when_the_policy_has_a_window() {
+    let s = parse(&[
+        ("ratelimit-policy", r#""default";q=100;w=60"#),
+        ("ratelimit", r#""default";r=0;pk=:cHJvamVjdDEyMw==:"#),
+    ]);
+    let rl = s.rate_limit().unwrap();
+    assert_eq!(
+        (rl.remaining(), rl.reset(), rl.limit()),
+        (0, Duration::from_secs(60), Some(100))
+    );
+    assert!(s.malformed().is_empty(), "{:?}", s.malformed());
+    // Neither `t` nor a window: nothing to pace on, and it says why.
+    let s = parse(&[("ratelimit", r#""default";r=0"#)]);
+    assert!(s.rate_limit().is_none());
+    assert_eq!(s.malformed()[0].field(), "RateLimit");
+}
+
+#[test]
+fn later_duplicates_win() {
+    let s = parse(&[(
+        "ratelimit",
+        "limit=100, remaining=50, reset=30, remaining=0",
+    )]);
+    assert_eq!(s.rate_limit().unwrap().remaining(), 0);
+    let s = parse(&[("ratelimit", r#""x";r=50;t=30;R=0"#)]);
+    assert_eq!(s.rate_limit().unwrap().remaining(), 0);
+}
+
+#[test]
+fn decimal_counts_and_ancient_dates() {
+    let s = parse(&[
+        ("x-ratelimit-remaining", "598.0"),
+        ("x-ratelimit-reset", "60"),
+    ]);
+    assert_eq!(s.rate_limit().unwrap().remaining(), 598);
+    assert_eq!(
+        parse_retry_after(b"Thu, 01 Jan 1960 00:00:00 GMT", now()),
+        Ok(Duration::ZERO)
+    );
+    assert_eq!(
+        parse_retry_after(b"Fri Jan  1 00:00:00 1960", now()),
+        Ok(Duration::ZERO)
+    );
+    assert!(parse_retry_after(b"Thursday 1960", now()).is_err());
+}
+
+#[test]
+fn pace_never_panics() {
+    let rl = RateLimit::new(1, Duration::MAX, RateLimitSource::Vendor);
+    assert_eq!(rl.pace(), Duration::MAX);
+    assert_eq!(
+        RateLimit::new(3, Duration::from_secs(3), RateLimitSource::Vendor).pace(),
+        Duration::from_secs(1)
+    );
+}
+
+#[test]
 fn empty_headers_say_nothing() {
     let s = parse(&[]);
     assert!(s.is_empty());

@@ -32,16 +32,18 @@ pub fn parse_retry_after(value: &[u8], now: SystemTime) -> Result<Duration, Sign
     if text.as_bytes()[0].is_ascii_digit() {
         return parse_seconds(text).ok_or(SignalError::new(FIELD, "not delta-seconds"));
     }
-    let at = httpdate::parse_http_date(text)
-        .map_err(|_| SignalError::new(FIELD, "neither delta-seconds nor an HTTP-date"))?;
-    Ok(until(at, now))
+    parse_date(text, now).ok_or(SignalError::new(
+        FIELD,
+        "neither delta-seconds nor an HTTP-date",
+    ))
 }
 
 /// Parses a rate-limit reset value as vendors send it: delay seconds
-/// (integer or fractional), Unix epoch seconds or milliseconds, a Go-style
-/// duration (`"1m30s"`, `"250ms"`, `"6m0s"`), or an HTTP-date.
+/// (integer or fractional), Unix epoch seconds (with or without a
+/// fraction) or milliseconds, a Go-style duration (`"1m30s"`, `"250ms"`,
+/// `"6m0s"`), or an HTTP-date.
 ///
-/// An integer of at least 10^9 cannot be a sane delay (31 years), so it is
+/// A number of at least 10^9 cannot be a sane delay (31 years), so it is
 /// read as epoch seconds, and from 10^12 as epoch milliseconds; a reset in
 /// the past gives zero. The result is clamped to [`MAX_SIGNAL_DELAY`].
 ///
@@ -54,6 +56,7 @@ pub fn parse_retry_after(value: &[u8], now: SystemTime) -> Result<Duration, Sign
 /// assert_eq!(parse_reset(b"1700000060", now), Ok(Duration::from_secs(60)));
 /// assert_eq!(parse_reset(b"6m0s", now), Ok(Duration::from_secs(360)));
 /// assert_eq!(parse_reset(b"0.25", now), Ok(Duration::from_millis(250)));
+/// assert_eq!(parse_reset(b"1700000001.5", now), Ok(Duration::from_millis(1500)));
 /// ```
 pub fn parse_reset(value: &[u8], now: SystemTime) -> Result<Duration, SignalError> {
     parse_reset_field("X-RateLimit-Reset", value, now)
@@ -70,56 +73,66 @@ pub(crate) fn parse_reset_field(
     if text.is_empty() {
         return Err(SignalError::new(field, "empty"));
     }
-    if text.bytes().all(|c| c.is_ascii_digit()) {
-        let n = saturating_u64(text);
-        return Ok(if n >= EPOCH_MILLIS {
-            until(UNIX_EPOCH + Duration::from_millis(n), now)
-        } else if n >= EPOCH_SECS {
-            until(UNIX_EPOCH + Duration::from_secs(n), now)
+    if let Some(number) = parse_unclamped_seconds(text) {
+        // Discord sends epoch seconds with a fraction (`1470173023.123`).
+        let whole = number.as_secs();
+        return Ok(if whole >= EPOCH_MILLIS {
+            until(UNIX_EPOCH + Duration::from_millis(whole), now)
+        } else if whole >= EPOCH_SECS {
+            until(UNIX_EPOCH + number, now)
         } else {
-            clamp_secs(n as f64)
+            number.min(MAX_SIGNAL_DELAY)
         });
-    }
-    if let Some(d) = parse_seconds(text) {
-        return Ok(d);
     }
     if let Some(d) = parse_go_duration(text) {
         return Ok(d);
     }
-    httpdate::parse_http_date(text)
-        .map(|at| until(at, now))
-        .map_err(|_| {
-            SignalError::new(
-                field,
-                "not seconds, an epoch time, a duration or an HTTP-date",
-            )
-        })
+    parse_date(text, now).ok_or(SignalError::new(
+        field,
+        "not seconds, an epoch time, a duration or an HTTP-date",
+    ))
+}
+
+/// An HTTP-date, as the delay from `now` (zero when past). Dates before
+/// 1970, which `httpdate` refuses, are in the past too.
+fn parse_date(text: &str, now: SystemTime) -> Option<Duration> {
+    if let Ok(at) = httpdate::parse_http_date(text) {
+        return Some(until(at, now));
+    }
+    let weekday = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+        .iter()
+        .any(|d| text.starts_with(d));
+    let tokens = || text.split([' ', '-']);
+    let before_1970 = tokens()
+        .filter(|t| t.len() == 4 && t.bytes().all(|c| c.is_ascii_digit()))
+        .any(|year| year < "1970");
+    let time_of_day = tokens().any(|t| {
+        let b = t.as_bytes();
+        b.len() == 8 && b[2] == b':' && b[5] == b':'
+    });
+    (weekday && before_1970 && time_of_day).then_some(Duration::ZERO)
+}
+
+/// Decimal seconds with no upper clamp, saturating at `u64::MAX` seconds.
+fn parse_unclamped_seconds(text: &str) -> Option<Duration> {
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str| s.bytes().all(|c| c.is_ascii_digit());
+    if int.is_empty() || !digits(int) || !digits(frac) || text.ends_with('.') {
+        return None;
+    }
+    // Nanosecond precision at most; further digits cannot matter.
+    let frac = &frac[..frac.len().min(9)];
+    let nanos = if frac.is_empty() {
+        0
+    } else {
+        saturating_u64(frac) * 10u64.pow(9 - frac.len() as u32)
+    };
+    Some(Duration::new(saturating_u64(int), nanos as u32))
 }
 
 /// Decimal seconds: `"12"`, `"0.5"`. Saturates at [`MAX_SIGNAL_DELAY`].
 pub(crate) fn parse_seconds(text: &str) -> Option<Duration> {
-    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
-    if int.is_empty()
-        || !int.bytes().all(|c| c.is_ascii_digit())
-        || !frac.bytes().all(|c| c.is_ascii_digit())
-    {
-        return None;
-    }
-    if text.ends_with('.') {
-        return None;
-    }
-    let whole = saturating_u64(int);
-    if whole >= MAX_SIGNAL_DELAY.as_secs() {
-        return Some(MAX_SIGNAL_DELAY);
-    }
-    // Nanosecond precision at most; further digits cannot matter.
-    let digits = &frac[..frac.len().min(9)];
-    let nanos = if digits.is_empty() {
-        0
-    } else {
-        saturating_u64(digits) * 10u64.pow(9 - digits.len() as u32)
-    };
-    Some(Duration::new(whole, nanos as u32))
+    parse_unclamped_seconds(text).map(|d| d.min(MAX_SIGNAL_DELAY))
 }
 
 /// Go's `time.Duration` text: a sequence of decimal numbers with units
