@@ -104,7 +104,12 @@ where
 {
     fn classify(&self, result: &Result<Response<RB>, E>) -> Outcome {
         match result {
-            Ok(res) => classify_status(res.status(), res.headers(), SystemTime::now()),
+            // Only retryable statuses need the clock (to read an HTTP-date
+            // Retry-After); a success path must not pay for a clock read.
+            Ok(res) if is_retryable_status(res.status()) => {
+                classify_status(res.status(), res.headers(), SystemTime::now())
+            }
+            Ok(res) => classify_status(res.status(), res.headers(), SystemTime::UNIX_EPOCH),
             Err(e) => classify_error(e),
         }
     }
@@ -113,15 +118,22 @@ where
 /// The default classification of a response head. `now` is the wall clock
 /// used to read HTTP-date `Retry-After` values.
 pub fn classify_status(status: StatusCode, headers: &HeaderMap, now: SystemTime) -> Outcome {
-    match status.as_u16() {
-        408 | 429 | 502 | 503 | 504 => Outcome::Retryable {
+    if is_retryable_status(status) {
+        return Outcome::Retryable {
             after: ServerSignals::from_headers(headers, now).retry_delay(),
-        },
+        };
+    }
+    match status.as_u16() {
         100..=399 => Outcome::Success,
         400..=499 => Outcome::Rejected,
         // 5xx, and the 600..=999 codes `http` accepts but HTTP does not define.
         _ => Outcome::Failure,
     }
+}
+
+/// The statuses the default classification retries: 408, 429, 502, 503, 504.
+pub const fn is_retryable_status(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 408 | 429 | 502 | 503 | 504)
 }
 
 /// The default classification of a transport error: transient ones
