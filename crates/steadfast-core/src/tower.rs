@@ -79,9 +79,12 @@ impl<S: Clone> Clone for FromTower<S> {
 }
 
 /// The error of a [`FromTower`] transport: the service's error, boxed.
+///
+/// The service's error is this error's `source()` (not hidden behind a
+/// transparent wrapper), so [`crate::ErrorClass::of`] finds it.
 #[derive(Debug, thiserror::Error)]
-#[error(transparent)]
-pub struct TowerError(BoxError);
+#[error("tower service failed: {0}")]
+pub struct TowerError(#[source] BoxError);
 
 impl TowerError {
     /// The service's own error.
@@ -178,5 +181,21 @@ where
 
     fn layer(&self, inner: S) -> Self::Service {
         IntoService::new(self.layer.layer(FromTower::new(inner)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorClass;
+
+    #[tokio::test]
+    async fn the_service_error_stays_classifiable() {
+        let svc = tower::service_fn(|_req: Request<()>| async {
+            Err::<Response<()>, _>(std::io::Error::from(std::io::ErrorKind::ConnectionReset))
+        });
+        let err = FromTower::new(svc).send(Request::new(())).await.unwrap_err();
+        assert_eq!(ErrorClass::of(&err), ErrorClass::Reset);
+        assert!(err.to_string().starts_with("tower service failed: "));
     }
 }
