@@ -1,0 +1,951 @@
+//! [`CircuitBreaker`]: the state machine. Pure (time is an argument, no I/O,
+//! no task), shared (`&self`, `Send + Sync`), and allocation-free per call.
+//!
+//! # How it is synchronised
+//!
+//! - One atomic word holds the state and a generation number that every
+//!   transition bumps. The closed-state path reads it, records the outcome in
+//!   the lock-free count window (or the time window's short mutex) and never
+//!   takes the control lock unless the outcome trips the breaker.
+//! - While open, rejections read the word and the break's end (an atomic);
+//!   again no lock.
+//! - Transitions, half-open admission and probe results take a
+//!   `std::sync::Mutex` for a few dozen nanoseconds; it is never held across
+//!   an await (there are none here) nor while callbacks run.
+//! - A permit carries the generation it was issued in. The result of a
+//!   call from an earlier generation (the breaker moved on while it was out)
+//!   is ignored, so a slow straggler can neither trip a breaker that already
+//!   reopened nor close one that is testing the water again. A probe's slot,
+//!   though, is freed whenever the probe returns or is dropped, whatever
+//!   round admitted it: probes in flight never exceed the limit.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Duration;
+
+use steadfast_core::Outcome;
+use tokio::time::Instant;
+
+use crate::config::{BreakerConfig, HalfOpen, SlidingWindow, ppm};
+use crate::error::BreakerOpen;
+use crate::event::{self, Reason, State, Transition, TransitionEvent};
+use crate::window::{CountWindow, TimeWindow, WindowCounts};
+
+const MILLION: u64 = 1_000_000;
+
+/// A circuit breaker: decides whether a call may go out now, and learns from
+/// each outcome.
+///
+/// ```
+/// use std::time::Duration;
+/// use steadfast_breaker::{BreakerConfig, CircuitBreaker, State};
+/// use steadfast_core::Outcome;
+/// use tokio::time::Instant;
+///
+/// let breaker = CircuitBreaker::new(
+///     BreakerConfig::builder().consecutive_failures(2).build().unwrap(),
+/// );
+/// let t0 = Instant::now();
+/// for _ in 0..2 {
+///     let permit = breaker.try_acquire(t0).unwrap();
+///     permit.record(t0, Outcome::Failure, Duration::ZERO);
+/// }
+/// assert_eq!(breaker.state(), State::Open);
+/// let open = breaker.try_acquire(t0 + Duration::from_secs(1)).unwrap_err();
+/// assert_eq!(open.retry_after, Duration::from_secs(4));
+///
+/// // After the break one probe goes out; its success closes the breaker.
+/// let probe = breaker.try_acquire(t0 + Duration::from_secs(5)).unwrap();
+/// assert!(probe.is_probe());
+/// probe.record(t0 + Duration::from_secs(5), Outcome::Success, Duration::ZERO);
+/// assert_eq!(breaker.state(), State::Closed);
+/// ```
+pub struct CircuitBreaker {
+    /// State (2 low bits) and generation (the rest).
+    word: AtomicU64,
+    /// End of the break, in nanoseconds since `origin`; valid while open.
+    open_until: AtomicU64,
+    origin: OnceLock<Instant>,
+    window: Window,
+    consecutive: AtomicU32,
+    rejections: AtomicU64,
+    transitions: AtomicU64,
+    opened: AtomicU64,
+    /// Set on use, cleared by the registry's idle sweep.
+    touched: AtomicBool,
+    control: Mutex<Control>,
+    params: Params,
+    config: Arc<BreakerConfig>,
+    key: Arc<str>,
+}
+
+enum Window {
+    Count(CountWindow),
+    Time(Mutex<TimeWindow>),
+}
+
+/// The hot configuration, copied out of the config once.
+#[derive(Clone, Copy, Debug)]
+struct Params {
+    minimum_calls: u32,
+    failure_ppm: u64,
+    consecutive: u32,
+    slow_threshold: Option<Duration>,
+    slow_ppm: u64,
+    base_break: Duration,
+}
+
+/// Everything that changes only under the control lock.
+#[derive(Debug)]
+struct Control {
+    state: State,
+    generation: u64,
+    /// Trips in a row without closing in between (the break grows with it).
+    trips: u32,
+    open_until: Option<Instant>,
+    /// Probe calls out, whatever round admitted them: a probe of an
+    /// abandoned round still occupies a slot until it returns, so there are
+    /// never more probes in flight than the mode allows.
+    probes_out: u32,
+    probing: Probing,
+}
+
+/// One half-open round.
+#[derive(Debug, Default)]
+struct Probing {
+    succeeded: u32,
+    stage: usize,
+    stage_started: Option<Instant>,
+    /// Calls seen in this stage (admitted or not): the share is taken of these.
+    seen: u64,
+    results: WindowCounts,
+}
+
+/// Transitions decided under the lock, reported after it is released.
+#[derive(Default)]
+struct Pending([Option<Transition>; 2]);
+
+impl Pending {
+    fn push(&mut self, t: Transition) {
+        if let Some(slot) = self.0.iter_mut().find(|s| s.is_none()) {
+            *slot = Some(t);
+        }
+    }
+}
+
+/// A clock read at most once, and only if needed.
+struct LazyNow<F> {
+    clock: Option<F>,
+    now: Option<Instant>,
+}
+
+impl<F: FnOnce() -> Instant> LazyNow<F> {
+    const fn new(clock: F) -> Self {
+        Self {
+            clock: Some(clock),
+            now: None,
+        }
+    }
+
+    fn get(&mut self) -> Instant {
+        if let Some(now) = self.now {
+            return now;
+        }
+        let now = (self.clock.take().expect("clock is read once"))();
+        self.now = Some(now);
+        now
+    }
+}
+
+impl CircuitBreaker {
+    /// A breaker with an empty key.
+    pub fn new(config: BreakerConfig) -> Self {
+        Self::with_key(config, "")
+    }
+
+    /// A breaker whose rejections and events name `key` (an origin, a route...).
+    pub fn with_key(config: BreakerConfig, key: impl Into<Arc<str>>) -> Self {
+        Self::shared(Arc::new(config), key.into())
+    }
+
+    pub(crate) fn shared(config: Arc<BreakerConfig>, key: Arc<str>) -> Self {
+        let params = Params {
+            minimum_calls: config.minimum_calls,
+            failure_ppm: ppm(config.failure_rate),
+            consecutive: config.consecutive_failures.unwrap_or(0),
+            slow_threshold: config.slow_calls.map(|s| s.threshold),
+            slow_ppm: config.slow_calls.map_or(0, |s| ppm(s.rate)),
+            base_break: config.break_duration,
+        };
+        let window = match config.window {
+            SlidingWindow::Count { size } => Window::Count(CountWindow::new(size)),
+            SlidingWindow::Time { duration, buckets } => {
+                Window::Time(Mutex::new(TimeWindow::new(duration, buckets)))
+            }
+        };
+        Self {
+            word: AtomicU64::new(State::Closed.bits()),
+            open_until: AtomicU64::new(0),
+            origin: OnceLock::new(),
+            window,
+            consecutive: AtomicU32::new(0),
+            rejections: AtomicU64::new(0),
+            transitions: AtomicU64::new(0),
+            opened: AtomicU64::new(0),
+            touched: AtomicBool::new(true),
+            control: Mutex::new(Control {
+                state: State::Closed,
+                generation: 0,
+                trips: 0,
+                open_until: None,
+                probes_out: 0,
+                probing: Probing::default(),
+            }),
+            params,
+            config,
+            key,
+        }
+    }
+
+    /// Asks to make a call at `now`.
+    ///
+    /// `Ok` carries a [`Permit`]: report the call's outcome with
+    /// [`Permit::record`]; dropping it unrecorded (a cancelled call) counts
+    /// as nothing and frees a half-open probe slot. `Err` says when to come
+    /// back.
+    #[inline]
+    pub fn try_acquire(&self, now: Instant) -> Result<Permit<'_>, BreakerOpen> {
+        self.try_acquire_with(|| now)
+    }
+
+    /// [`try_acquire`](Self::try_acquire) with a clock that is read only when
+    /// the breaker is not closed, so the closed path costs no clock read.
+    #[inline]
+    pub fn try_acquire_with(
+        &self,
+        clock: impl FnOnce() -> Instant,
+    ) -> Result<Permit<'_>, BreakerOpen> {
+        let ticket = self.admit(clock)?;
+        Ok(Permit::new(Handle::Borrowed(self), ticket))
+    }
+
+    /// [`try_acquire`](Self::try_acquire) for a shared breaker, with a permit
+    /// that owns its handle (to keep in a `'static` future or task).
+    #[inline]
+    pub fn try_acquire_owned(
+        self: Arc<Self>,
+        now: Instant,
+    ) -> Result<Permit<'static>, BreakerOpen> {
+        self.try_acquire_owned_with(|| now)
+    }
+
+    /// [`try_acquire_owned`](Self::try_acquire_owned) with a lazily read clock.
+    #[inline]
+    pub fn try_acquire_owned_with(
+        self: Arc<Self>,
+        clock: impl FnOnce() -> Instant,
+    ) -> Result<Permit<'static>, BreakerOpen> {
+        let ticket = self.admit(clock)?;
+        Ok(Permit::new(Handle::Owned(self), ticket))
+    }
+
+    #[inline]
+    fn admit(&self, clock: impl FnOnce() -> Instant) -> Result<Ticket, BreakerOpen> {
+        let word = self.word.load(Ordering::Acquire);
+        if State::from_bits(word) == State::Closed {
+            return Ok(Ticket::new(word, Kind::Closed));
+        }
+        self.acquire_slow(word, clock())
+    }
+
+    #[cold]
+    fn acquire_slow(&self, word: u64, now: Instant) -> Result<Ticket, BreakerOpen> {
+        match State::from_bits(word) {
+            State::Open => {
+                let until = self.open_until.load(Ordering::Relaxed);
+                let t = self.ticks(now);
+                if t < until {
+                    return Err(self.reject(Duration::from_nanos(until - t), State::Open));
+                }
+            }
+            State::Isolated => return Err(self.reject(self.params.base_break, State::Isolated)),
+            _ => {}
+        }
+        let mut pending = Pending::default();
+        let result = self.acquire_locked(now, &mut pending);
+        self.emit(&pending);
+        result
+    }
+
+    fn acquire_locked(&self, now: Instant, pending: &mut Pending) -> Result<Ticket, BreakerOpen> {
+        let mut ctl = self.lock();
+        match ctl.state {
+            State::Closed => return Ok(Ticket::new(Self::word_of(&ctl), Kind::Closed)),
+            State::Isolated => {
+                drop(ctl);
+                return Err(self.reject(self.params.base_break, State::Isolated));
+            }
+            State::Open => {
+                let until = ctl.open_until.unwrap_or(now);
+                if now < until {
+                    drop(ctl);
+                    return Err(self.reject(until - now, State::Open));
+                }
+                ctl.probing = Probing {
+                    stage_started: Some(now),
+                    ..Probing::default()
+                };
+                let window = self.window_counts();
+                pending.push(self.set_state(
+                    &mut ctl,
+                    State::HalfOpen,
+                    Reason::BreakElapsed,
+                    None,
+                    window,
+                ));
+            }
+            State::HalfOpen => {}
+        }
+        // Half-open admission.
+        let admitted = match &self.config.half_open {
+            HalfOpen::Quick { probes } => ctl.probes_out + ctl.probing.succeeded < *probes,
+            HalfOpen::Progressive {
+                stage_duration,
+                stages,
+            } => {
+                if self.advance_stage(&mut ctl, now, *stage_duration, stages.len(), pending) {
+                    return Ok(Ticket::new(Self::word_of(&ctl), Kind::Closed));
+                }
+                let idle = ctl.probes_out == 0;
+                let p = &mut ctl.probing;
+                let share = ppm(stages[p.stage]);
+                // `share` of the calls, the first of the stage included
+                // (ceil(n × share) grows by one on each admitted call); and
+                // whenever a stage has no result and no probe out (its probe
+                // was cancelled), so low traffic still probes.
+                let ceil = |n: u64| (n * share).div_ceil(MILLION);
+                let quota = ceil(p.seen + 1) > ceil(p.seen) || (idle && p.results.calls == 0);
+                p.seen += 1;
+                quota
+            }
+        };
+        if admitted {
+            ctl.probes_out += 1;
+            return Ok(Ticket::new(Self::word_of(&ctl), Kind::Probe));
+        }
+        let retry_after = match &self.config.half_open {
+            HalfOpen::Progressive { stage_duration, .. } => {
+                ctl.probing.stage_started.map_or(Duration::ZERO, |s| {
+                    (s + *stage_duration).saturating_duration_since(now)
+                })
+            }
+            HalfOpen::Quick { .. } => Duration::ZERO,
+        };
+        drop(ctl);
+        let retry_after = if retry_after.is_zero() {
+            self.params.base_break / 10
+        } else {
+            retry_after
+        };
+        Err(self.reject(retry_after, State::HalfOpen))
+    }
+
+    /// Moves a progressive half-open breaker to its next stage, or closes it
+    /// after the last one, once the stage has lasted `stage_duration` and
+    /// seen a result. Returns `true` if it closed.
+    fn advance_stage(
+        &self,
+        ctl: &mut Control,
+        now: Instant,
+        stage_duration: Duration,
+        stages: usize,
+        pending: &mut Pending,
+    ) -> bool {
+        let p = &mut ctl.probing;
+        let started = *p.stage_started.get_or_insert(now);
+        if now < started + stage_duration || p.results.calls == 0 {
+            return false;
+        }
+        if p.stage + 1 >= stages {
+            let window = p.results;
+            pending.push(self.close(ctl, Reason::Recovered, window));
+            return true;
+        }
+        p.stage += 1;
+        p.stage_started = Some(now);
+        p.seen = 0;
+        p.results = WindowCounts::default();
+        tracing::debug!(
+            resilience.strategy.name = self.name(),
+            resilience.circuit_breaker.id = &*self.key,
+            stage = p.stage,
+            share = match &self.config.half_open {
+                HalfOpen::Progressive { stages, .. } => stages[p.stage],
+                HalfOpen::Quick { .. } => 1.0,
+            },
+            "circuit breaker half-open stage advanced"
+        );
+        false
+    }
+
+    fn reject(&self, retry_after: Duration, state: State) -> BreakerOpen {
+        self.rejections.fetch_add(1, Ordering::Relaxed);
+        BreakerOpen::new(self.key.clone(), retry_after, state)
+    }
+
+    #[inline]
+    fn on_result(
+        &self,
+        word: u64,
+        kind: Kind,
+        clock: impl FnOnce() -> Instant,
+        outcome: Outcome,
+        latency: Duration,
+    ) {
+        let failed = outcome.is_failure();
+        let slow = self.params.slow_threshold.is_some_and(|t| latency >= t);
+        // The path of a healthy service, kept small enough to inline: a
+        // success, closed, count window, same generation.
+        if kind == Kind::Closed
+            && !failed
+            && !slow
+            && let Window::Count(w) = &self.window
+            && self.word.load(Ordering::Relaxed) == word
+        {
+            w.record_healthy();
+            if self.consecutive.load(Ordering::Relaxed) != 0 {
+                self.consecutive.store(0, Ordering::Relaxed);
+            }
+            return;
+        }
+        self.on_result_slow(word, kind, clock, failed, slow);
+    }
+
+    #[inline(never)]
+    fn on_result_slow(
+        &self,
+        word: u64,
+        kind: Kind,
+        clock: impl FnOnce() -> Instant,
+        failed: bool,
+        slow: bool,
+    ) {
+        let mut now = LazyNow::new(clock);
+        match kind {
+            Kind::Closed => self.record_closed(word, &mut now, failed, slow),
+            Kind::Probe => self.record_probe(word, now.get(), failed, slow),
+            Kind::Done => {}
+        }
+    }
+
+    fn record_closed<F: FnOnce() -> Instant>(
+        &self,
+        word: u64,
+        now: &mut LazyNow<F>,
+        failed: bool,
+        slow: bool,
+    ) {
+        if self.word.load(Ordering::Relaxed) != word {
+            // The breaker moved on while this call was out; its outcome
+            // belongs to a window that no longer exists.
+            return;
+        }
+        if !failed && !slow {
+            // The healthy path: nothing can trip, so no counts are needed.
+            match &self.window {
+                Window::Count(w) => w.record_healthy(),
+                Window::Time(w) => {
+                    let now = now.get(); // read the clock before taking the lock
+                    lock(w).record(now, false, false);
+                }
+            }
+            if self.consecutive.load(Ordering::Relaxed) != 0 {
+                self.consecutive.store(0, Ordering::Relaxed);
+            }
+            return;
+        }
+        let counts = match &self.window {
+            Window::Count(w) => w.record(failed, slow),
+            Window::Time(w) => {
+                let now = now.get();
+                lock(w).record(now, failed, slow)
+            }
+        };
+        let run = if failed {
+            self.consecutive
+                .fetch_add(1, Ordering::Relaxed)
+                .saturating_add(1)
+        } else {
+            if self.consecutive.load(Ordering::Relaxed) != 0 {
+                self.consecutive.store(0, Ordering::Relaxed);
+            }
+            0
+        };
+        if let Some(reason) = self.trip_reason(counts, run, failed, slow) {
+            self.trip(word, now.get(), reason, counts);
+        }
+    }
+
+    fn trip_reason(
+        &self,
+        counts: WindowCounts,
+        run: u32,
+        failed: bool,
+        slow: bool,
+    ) -> Option<Reason> {
+        let p = &self.params;
+        if failed && p.consecutive != 0 && run >= p.consecutive {
+            return Some(Reason::ConsecutiveFailures { failures: run });
+        }
+        if counts.calls < p.minimum_calls || counts.calls == 0 || !counts.is_sane() {
+            return None;
+        }
+        let calls = u64::from(counts.calls);
+        if failed && u64::from(counts.failures) * MILLION >= p.failure_ppm * calls {
+            return Some(Reason::FailureRate {
+                rate: counts.failure_rate(),
+            });
+        }
+        if slow && p.slow_ppm != 0 && u64::from(counts.slow) * MILLION >= p.slow_ppm * calls {
+            return Some(Reason::SlowCallRate {
+                rate: counts.slow_rate(),
+            });
+        }
+        None
+    }
+
+    #[cold]
+    fn trip(&self, word: u64, now: Instant, reason: Reason, window: WindowCounts) {
+        let mut pending = Pending::default();
+        {
+            let mut ctl = self.lock();
+            if ctl.state != State::Closed || Self::word_of(&ctl) != word {
+                return; // another call tripped it first
+            }
+            pending.push(self.open(&mut ctl, now, reason, window));
+        }
+        self.emit(&pending);
+    }
+
+    #[cold]
+    fn record_probe(&self, word: u64, now: Instant, failed: bool, slow: bool) {
+        let mut pending = Pending::default();
+        {
+            let mut ctl = self.lock();
+            ctl.probes_out = ctl.probes_out.saturating_sub(1);
+            if Self::word_of(&ctl) != word {
+                return; // a probe of an abandoned round: its slot is free, its result moot
+            }
+            match &self.config.half_open {
+                HalfOpen::Quick { probes } => {
+                    if failed || slow {
+                        let window = self.window_counts();
+                        pending.push(self.open(&mut ctl, now, Reason::ProbeFailed, window));
+                    } else {
+                        ctl.probing.succeeded += 1;
+                        if ctl.probing.succeeded >= *probes {
+                            let window = self.window_counts();
+                            pending.push(self.close(&mut ctl, Reason::Recovered, window));
+                        }
+                    }
+                }
+                HalfOpen::Progressive {
+                    stage_duration,
+                    stages,
+                } => {
+                    let p = &mut ctl.probing;
+                    p.results.calls += 1;
+                    p.results.failures += u32::from(failed);
+                    p.results.slow += u32::from(slow);
+                    let r = p.results;
+                    let calls = u64::from(r.calls);
+                    let stage_failed = u64::from(r.failures) * MILLION
+                        >= self.params.failure_ppm * calls
+                        || (self.params.slow_ppm != 0
+                            && u64::from(r.slow) * MILLION >= self.params.slow_ppm * calls);
+                    if stage_failed {
+                        let stage = p.stage;
+                        pending.push(self.open(&mut ctl, now, Reason::StageFailed { stage }, r));
+                    } else {
+                        self.advance_stage(
+                            &mut ctl,
+                            now,
+                            *stage_duration,
+                            stages.len(),
+                            &mut pending,
+                        );
+                    }
+                }
+            }
+        }
+        self.emit(&pending);
+    }
+
+    /// A probe permit dropped without a result: free its slot.
+    #[cold]
+    fn release(&self) {
+        let mut ctl = self.lock();
+        ctl.probes_out = ctl.probes_out.saturating_sub(1);
+    }
+
+    fn open(
+        &self,
+        ctl: &mut Control,
+        now: Instant,
+        reason: Reason,
+        window: WindowCounts,
+    ) -> Transition {
+        ctl.trips = ctl.trips.saturating_add(1);
+        let pause = self.config.break_after_trips(ctl.trips);
+        self.origin.get_or_init(|| now);
+        let until = now.checked_add(pause).unwrap_or(now);
+        ctl.open_until = Some(until);
+        self.open_until.store(self.ticks(until), Ordering::Relaxed);
+        self.consecutive.store(0, Ordering::Relaxed);
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        self.set_state(ctl, State::Open, reason, Some(pause), window)
+    }
+
+    fn close(&self, ctl: &mut Control, reason: Reason, window: WindowCounts) -> Transition {
+        self.clear_window();
+        self.consecutive.store(0, Ordering::Relaxed);
+        ctl.trips = 0;
+        ctl.open_until = None;
+        ctl.probing = Probing::default();
+        self.set_state(ctl, State::Closed, reason, None, window)
+    }
+
+    /// Publishes a new state (with a new generation) and describes the change.
+    fn set_state(
+        &self,
+        ctl: &mut Control,
+        to: State,
+        reason: Reason,
+        break_duration: Option<Duration>,
+        window: WindowCounts,
+    ) -> Transition {
+        let from = ctl.state;
+        ctl.state = to;
+        ctl.generation += 1;
+        // Release: a reader that sees the new state also sees `open_until`
+        // and the cleared window.
+        self.word.store(Self::word_of(ctl), Ordering::Release);
+        self.transitions.fetch_add(1, Ordering::Relaxed);
+        Transition {
+            from,
+            to,
+            reason,
+            break_duration,
+            window,
+        }
+    }
+
+    const fn word_of(ctl: &Control) -> u64 {
+        (ctl.generation << 2) | ctl.state.bits()
+    }
+
+    /// Opens the breaker by hand: every call is refused with
+    /// [`State::Isolated`] until [`reset`](Self::reset).
+    pub fn isolate(&self) {
+        let mut pending = Pending::default();
+        {
+            let mut ctl = self.lock();
+            if ctl.state != State::Isolated {
+                ctl.probing = Probing::default();
+                let window = self.window_counts();
+                pending.push(self.set_state(
+                    &mut ctl,
+                    State::Isolated,
+                    Reason::Isolated,
+                    None,
+                    window,
+                ));
+            }
+        }
+        self.emit(&pending);
+    }
+
+    /// Closes the breaker by hand, from any state, and forgets its history:
+    /// window, consecutive failures, and the grown break.
+    pub fn reset(&self) {
+        let mut pending = Pending::default();
+        {
+            let mut ctl = self.lock();
+            let window = self.window_counts();
+            if ctl.state == State::Closed {
+                self.clear_window();
+                self.consecutive.store(0, Ordering::Relaxed);
+                ctl.trips = 0;
+            } else {
+                pending.push(self.close(&mut ctl, Reason::Reset, window));
+            }
+        }
+        self.emit(&pending);
+    }
+
+    /// The current state. A breaker whose break has elapsed still reads
+    /// [`State::Open`] until the next call moves it to half-open.
+    pub fn state(&self) -> State {
+        State::from_bits(self.word.load(Ordering::Acquire))
+    }
+
+    /// The key named in rejections and events.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    pub(crate) fn shared_key(&self) -> Arc<str> {
+        self.key.clone()
+    }
+
+    /// The configured name, or `""`.
+    pub fn name(&self) -> &str {
+        self.config.name.as_deref().unwrap_or("")
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &BreakerConfig {
+        &self.config
+    }
+
+    /// `true` when outcomes need a measured latency (slow-call detection is
+    /// on); otherwise callers may pass `Duration::ZERO` and skip the clock.
+    pub const fn measures_latency(&self) -> bool {
+        self.params.slow_threshold.is_some()
+    }
+
+    /// Counters and window, read from atomics (the time window takes its
+    /// short lock). For a time window the counts are as of the latest call;
+    /// see [`snapshot_at`](Self::snapshot_at).
+    pub fn snapshot(&self) -> BreakerSnapshot {
+        self.snapshot_with(self.window_counts())
+    }
+
+    /// Like [`snapshot`](Self::snapshot), with a time window's expired
+    /// buckets dropped as of `now`.
+    pub fn snapshot_at(&self, now: Instant) -> BreakerSnapshot {
+        let window = match &self.window {
+            Window::Count(w) => w.counts(),
+            Window::Time(w) => lock(w).counts_at(now),
+        };
+        self.snapshot_with(window)
+    }
+
+    fn snapshot_with(&self, window: WindowCounts) -> BreakerSnapshot {
+        BreakerSnapshot {
+            state: self.state(),
+            window,
+            consecutive_failures: self.consecutive.load(Ordering::Relaxed),
+            rejections: self.rejections.load(Ordering::Relaxed),
+            transitions: self.transitions.load(Ordering::Relaxed),
+            opened: self.opened.load(Ordering::Relaxed),
+        }
+    }
+
+    fn window_counts(&self) -> WindowCounts {
+        match &self.window {
+            Window::Count(w) => w.counts(),
+            Window::Time(w) => lock(w).counts(),
+        }
+    }
+
+    fn clear_window(&self) {
+        match &self.window {
+            Window::Count(w) => w.clear(),
+            Window::Time(w) => lock(w).clear(),
+        }
+    }
+
+    fn ticks(&self, t: Instant) -> u64 {
+        let origin = *self.origin.get_or_init(|| t);
+        u64::try_from(t.saturating_duration_since(origin).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Control> {
+        lock(&self.control)
+    }
+
+    fn emit(&self, pending: &Pending) {
+        for t in pending.0.iter().flatten() {
+            let ev = TransitionEvent {
+                name: self.name(),
+                key: &self.key,
+                transition: *t,
+            };
+            event::trace(&ev);
+            if let Some(cb) = &self.config.on_transition {
+                cb(&ev);
+            }
+        }
+    }
+
+    /// Marks the breaker as used (for the registry's idle sweep).
+    #[inline]
+    pub(crate) fn touch(&self) {
+        if !self.touched.load(Ordering::Relaxed) {
+            self.touched.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether it was used since the last call.
+    pub(crate) fn take_touched(&self) -> bool {
+        self.touched.swap(false, Ordering::Relaxed)
+    }
+
+    /// Whether forgetting this breaker loses nothing that matters: it is
+    /// closed, or its break is over with no probe out. Open breakers in their
+    /// break and isolated ones are kept.
+    pub(crate) fn is_evictable(&self, now: Instant) -> bool {
+        let ctl = self.lock();
+        match ctl.state {
+            State::Closed => true,
+            State::Open => ctl.open_until.is_none_or(|u| now >= u),
+            State::HalfOpen => ctl.probes_out == 0,
+            State::Isolated => false,
+        }
+    }
+}
+
+impl std::fmt::Debug for CircuitBreaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("name", &self.name())
+            .field("key", &self.key)
+            .field("snapshot", &self.snapshot())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing panics while these locks are held; tolerate poison anyway.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A point-in-time reading of a breaker.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BreakerSnapshot {
+    /// The state.
+    pub state: State,
+    /// The calls in the sliding window.
+    pub window: WindowCounts,
+    /// The current run of failures.
+    pub consecutive_failures: u32,
+    /// Calls refused since the breaker was made.
+    pub rejections: u64,
+    /// State transitions since the breaker was made.
+    pub transitions: u64,
+    /// Times the breaker opened (trips and failed half-open tests).
+    pub opened: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Closed,
+    Probe,
+    Done,
+}
+
+/// What admission hands out: the generation and the kind of call.
+#[derive(Clone, Copy, Debug)]
+struct Ticket {
+    word: u64,
+    kind: Kind,
+}
+
+impl Ticket {
+    const fn new(word: u64, kind: Kind) -> Self {
+        Self { word, kind }
+    }
+}
+
+/// A permit's way back to its breaker: borrowed, or shared ownership.
+enum Handle<'a> {
+    Borrowed(&'a CircuitBreaker),
+    Owned(Arc<CircuitBreaker>),
+}
+
+impl std::ops::Deref for Handle<'_> {
+    type Target = CircuitBreaker;
+
+    #[inline]
+    fn deref(&self) -> &CircuitBreaker {
+        match self {
+            Handle::Borrowed(b) => b,
+            Handle::Owned(b) => b,
+        }
+    }
+}
+
+/// Leave to make one call. Report its outcome with [`record`](Self::record);
+/// dropping the permit without a result (a cancelled call) counts as nothing
+/// and, for a half-open probe, frees the slot for another probe.
+///
+/// Borrowed from its breaker ([`CircuitBreaker::try_acquire`]) or owning a
+/// share of it ([`CircuitBreaker::try_acquire_owned`], `Permit<'static>`).
+#[must_use = "a permit does nothing unless its call's outcome is recorded"]
+pub struct Permit<'a> {
+    breaker: Handle<'a>,
+    word: u64,
+    kind: Kind,
+}
+
+impl<'a> Permit<'a> {
+    #[inline]
+    const fn new(breaker: Handle<'a>, ticket: Ticket) -> Self {
+        Self {
+            breaker,
+            word: ticket.word,
+            kind: ticket.kind,
+        }
+    }
+
+    /// The breaker that issued this permit.
+    pub fn breaker(&self) -> &CircuitBreaker {
+        &self.breaker
+    }
+
+    /// `true` for a half-open probe.
+    pub fn is_probe(&self) -> bool {
+        self.kind == Kind::Probe
+    }
+
+    /// Reports the call's outcome, completed at `now` after `latency` (from
+    /// send to response head; only read when slow-call detection is on).
+    #[inline]
+    pub fn record(self, now: Instant, outcome: Outcome, latency: Duration) {
+        self.record_with(|| now, outcome, latency);
+    }
+
+    /// [`record`](Self::record) with a clock read only if needed (time
+    /// windows, probes, trips).
+    #[inline]
+    pub fn record_with(
+        mut self,
+        clock: impl FnOnce() -> Instant,
+        outcome: Outcome,
+        latency: Duration,
+    ) {
+        let kind = std::mem::replace(&mut self.kind, Kind::Done);
+        self.breaker
+            .on_result(self.word, kind, clock, outcome, latency);
+    }
+}
+
+impl Drop for Permit<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if self.kind == Kind::Probe {
+            self.breaker.release();
+        }
+    }
+}
+
+impl std::fmt::Debug for Permit<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Permit")
+            .field("key", &self.breaker.key())
+            .field("probe", &self.is_probe())
+            .finish()
+    }
+}

@@ -1,0 +1,401 @@
+//! The layers over MockTransport, on paused time.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use steadfast_core::{Deadline, Transport, TransportExt, transport_fn};
+use steadfast_limit::{
+    AdaptiveLayer, Aimd, AimdConfig, ConcurrencyConfig, ConcurrencyLimitLayer, Gradient,
+    GradientConfig, HostKey, KeyedRateLimiter, LimitCause, LimitError, PacingConfig, PacingLayer,
+    Quota, RateLimitLayer, RejectReason, ReleaseOn,
+};
+use steadfast_testkit::{MockTransport, Reply, Route};
+use tokio::time::Instant;
+
+fn nz(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap()
+}
+
+fn get(uri: &str) -> Request<String> {
+    Request::get(uri).body(String::new()).unwrap()
+}
+
+fn with_deadline(mut req: Request<String>, after: Duration) -> Request<String> {
+    Deadline::after(after).apply(&mut req);
+    req
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limit_spaces_attempts_and_fails_fast_past_the_deadline() {
+    let mock = MockTransport::new();
+    mock.on(Route::any()).reply(Reply::status(200));
+    let layer = RateLimitLayer::new(Quota::per_second(nz(10)).burst(nz(1)));
+    let client = mock.clone().with(layer.clone());
+    let t0 = Instant::now();
+    for _ in 0..3 {
+        client.send(get("http://a.test/")).await.unwrap();
+    }
+    let at: Vec<_> = mock.calls().iter().map(|c| c.at - t0).collect();
+    assert_eq!(
+        at,
+        [
+            Duration::ZERO,
+            Duration::from_millis(100),
+            Duration::from_millis(200)
+        ]
+    );
+
+    // The next token is 100 ms away; a 50 ms deadline fails now, untouched.
+    let t1 = Instant::now();
+    let err = client
+        .send(with_deadline(
+            get("http://a.test/"),
+            Duration::from_millis(50),
+        ))
+        .await
+        .unwrap_err();
+    let LimitError::RateLimited(e) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(
+        (e.cause(), e.wait(), e.name()),
+        (LimitCause::Quota, Duration::from_millis(100), "rate_limit")
+    );
+    assert_eq!(t1.elapsed(), Duration::ZERO);
+    mock.assert_called(3);
+    let s = layer.limiter().snapshot();
+    assert_eq!((s.queued, s.deadline_refusals, s.refused), (2, 1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn keyed_rate_limit_keeps_keys_apart() {
+    let mock = MockTransport::new();
+    mock.on(Route::any()).reply(Reply::status(200));
+    let limiter = KeyedRateLimiter::builder(Quota::per_second(nz(1)).burst(nz(1)))
+        .name("per-api-key")
+        .build()
+        .unwrap();
+    let by_api_key = |req: &Request<String>| {
+        req.headers()
+            .get("x-api-key")
+            .map(|v| v.as_bytes().to_vec())
+    };
+    let client = mock
+        .clone()
+        .with(RateLimitLayer::keyed(limiter, by_api_key));
+    let req = |key: &str| {
+        Request::get("http://a.test/")
+            .header("x-api-key", key)
+            .body(String::new())
+            .unwrap()
+    };
+    let t0 = Instant::now();
+    client.send(req("a")).await.unwrap();
+    client.send(req("b")).await.unwrap();
+    assert_eq!(t0.elapsed(), Duration::ZERO);
+    client.send(req("a")).await.unwrap();
+    assert_eq!(t0.elapsed(), Duration::from_secs(1));
+    let s = client.limiter().limiter().snapshot();
+    assert_eq!((&*s.name, s.keys, s.admitted), ("per-api-key", 2, 3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_bulkhead_holds_its_permit_until_the_body_ends() {
+    let mock = MockTransport::new();
+    mock.on(Route::any())
+        .reply(Reply::status(200).chunks(["a", "b", "c"], Duration::from_millis(100)));
+    let layer = ConcurrencyLimitLayer::new(
+        ConcurrencyConfig::builder()
+            .max_in_flight(1)
+            .max_queue(0)
+            .name("api")
+            .build()
+            .unwrap(),
+    );
+    let client = mock.clone().with(layer.clone());
+    let res = client.send(get("http://a.test/")).await.unwrap();
+    assert!(res.body().holds_permit());
+    assert_eq!(layer.bulkhead().in_flight(), 1);
+    // The body still streams: a second request finds no slot and no queue.
+    let err = client.send(get("http://a.test/")).await.unwrap_err();
+    let LimitError::Rejected(r) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(
+        (r.reason(), r.name(), r.limit()),
+        (RejectReason::QueueFull, "api", 1)
+    );
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"abc");
+    assert_eq!(layer.bulkhead().in_flight(), 0);
+    mock.assert_called(1);
+
+    // ReleaseOn::ResponseHead: free as soon as the head is in.
+    let layer = ConcurrencyLimitLayer::new(
+        ConcurrencyConfig::builder()
+            .max_in_flight(1)
+            .release_on(ReleaseOn::ResponseHead)
+            .build()
+            .unwrap(),
+    );
+    let client = mock.clone().with(layer.clone());
+    let res = client.send(get("http://a.test/")).await.unwrap();
+    assert!(!res.body().holds_permit());
+    assert_eq!(layer.bulkhead().in_flight(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelled_requests_release_their_permit_and_their_place_in_line() {
+    let mock = MockTransport::new();
+    mock.on(Route::any())
+        .reply(Reply::status(200).delay(Duration::from_secs(1)));
+    let layer = ConcurrencyLimitLayer::new(
+        ConcurrencyConfig::builder()
+            .max_in_flight(1)
+            .max_queue(4)
+            .build()
+            .unwrap(),
+    );
+    let client = mock.with(layer.clone());
+    let running = tokio::spawn({
+        let c = client.clone();
+        async move { c.send(get("http://a.test/")).await.map(drop) }
+    });
+    let queued = tokio::spawn({
+        let c = client.clone();
+        async move { c.send(get("http://a.test/")).await.map(drop) }
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let s = layer.bulkhead().snapshot();
+    assert_eq!((s.in_flight, s.queued), (1, 1));
+    queued.abort();
+    running.abort();
+    let _ = (queued.await, running.await);
+    let s = layer.bulkhead().snapshot();
+    assert_eq!((s.in_flight, s.queued), (0, 0));
+    // The slot is free again.
+    let t0 = Instant::now();
+    drop(client.send(get("http://a.test/")).await.unwrap());
+    assert_eq!(t0.elapsed(), Duration::from_secs(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queue_timeout_is_a_typed_rejection() {
+    let mock = MockTransport::new();
+    mock.on(Route::any())
+        .reply(Reply::status(200).delay(Duration::from_secs(10)));
+    let layer = ConcurrencyLimitLayer::new(
+        ConcurrencyConfig::builder()
+            .max_in_flight(1)
+            .max_queue_wait(Duration::from_millis(250))
+            .build()
+            .unwrap(),
+    );
+    let client = mock.with(layer.clone());
+    let _running = tokio::spawn({
+        let c = client.clone();
+        async move { c.send(get("http://a.test/")).await.map(drop) }
+    });
+    tokio::task::yield_now().await;
+    let err = client.send(get("http://a.test/")).await.unwrap_err();
+    let LimitError::Rejected(r) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(
+        (r.reason(), r.waited()),
+        (RejectReason::QueueTimeout, Duration::from_millis(250))
+    );
+    assert_eq!(
+        steadfast_core::ErrorClass::of(&err),
+        steadfast_core::ErrorClass::Timeout(Some(steadfast_core::TimeoutPhase::Queue))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_pauses_the_whole_origin() {
+    let mock = MockTransport::new();
+    mock.on(Route::any().host("a.test"))
+        .reply_once(Reply::status(429).header("retry-after", "2"))
+        .reply(Reply::status(200));
+    mock.on(Route::any()).reply(Reply::status(200));
+    let layer = PacingLayer::new(PacingConfig::default());
+    let client = mock.clone().with(layer.clone());
+    let t0 = Instant::now();
+    assert_eq!(
+        client.send(get("http://a.test/x")).await.unwrap().status(),
+        429
+    );
+    // Another origin is not held.
+    client.send(get("http://b.test/x")).await.unwrap();
+    assert_eq!(t0.elapsed(), Duration::ZERO);
+    // A request whose deadline falls inside the pause fails at once.
+    let err = client
+        .send(with_deadline(
+            get("http://a.test/y"),
+            Duration::from_secs(1),
+        ))
+        .await
+        .unwrap_err();
+    let LimitError::RateLimited(e) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(
+        (e.cause(), e.wait()),
+        (LimitCause::ServerPause, Duration::from_secs(2))
+    );
+    assert_eq!(t0.elapsed(), Duration::ZERO);
+    // Any other path of the origin waits for the pause, then goes.
+    assert_eq!(
+        client.send(get("http://a.test/z")).await.unwrap().status(),
+        200
+    );
+    assert_eq!(t0.elapsed(), Duration::from_secs(2));
+    let s = layer.pacer().snapshot();
+    assert_eq!((s.pauses, s.paused, s.deadline_refusals), (1, 1, 1));
+    mock.assert_called(3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_requests_share_the_servers_pace() {
+    let mock = MockTransport::new();
+    mock.on(Route::any())
+        .reply(Reply::status(200).header("ratelimit", r#""default";r=4;t=2"#));
+    let layer = PacingLayer::new(PacingConfig::default());
+    let client = mock.clone().with(layer.clone());
+    let t0 = Instant::now();
+    client.send(get("https://api.test/")).await.unwrap();
+    let key = HostKey::of(&"https://api.test/".parse().unwrap());
+    assert_eq!(layer.pacer().view(&key).rate_per_second, Some(2.0));
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let c = client.clone();
+            tokio::spawn(async move { c.send(get("https://api.test/")).await.map(drop) })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let at: Vec<_> = mock
+        .calls()
+        .iter()
+        .map(|c| (c.at - t0).as_millis())
+        .collect();
+    assert_eq!(at, [0, 0, 500, 1000, 1500]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_paced_request_gives_its_slot_back() {
+    let mock = MockTransport::new();
+    mock.on(Route::any()).reply(
+        Reply::status(200)
+            .header("x-ratelimit-remaining", "1")
+            .header("x-ratelimit-reset", "1"),
+    );
+    let client = mock.clone().with(PacingLayer::new(PacingConfig::default()));
+    client.send(get("https://api.test/")).await.unwrap();
+    client.send(get("https://api.test/")).await.unwrap(); // slot 0, next at 1 s
+    let t0 = Instant::now();
+    let waiting = tokio::spawn({
+        let c = client.clone();
+        async move { c.send(get("https://api.test/")).await.map(drop) }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    waiting.abort();
+    let _ = waiting.await;
+    // The cancelled request's slot (1 s) is free again for the next one.
+    client.send(get("https://api.test/")).await.unwrap();
+    assert_eq!(t0.elapsed(), Duration::from_secs(1));
+}
+
+/// A server that takes `capacity` requests at once: within it, 20 ms per
+/// request; beyond it, an immediate 429.
+fn server_with_capacity(
+    capacity: usize,
+) -> impl Transport<String, Body = String, Error = std::io::Error> {
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    transport_fn(move |_req: Request<String>| {
+        let in_flight = in_flight.clone();
+        async move {
+            let n = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            let status = if n > capacity {
+                429
+            } else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                200
+            };
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            Ok(Response::builder()
+                .status(status)
+                .body(String::new())
+                .unwrap())
+        }
+    })
+}
+
+async fn hammer<T>(client: T, workers: usize, per_worker: usize)
+where
+    T: Transport<String>,
+{
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let c = client.clone();
+            tokio::spawn(async move {
+                for _ in 0..per_worker {
+                    let _ = c.send(get("http://a.test/")).await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn aimd_finds_the_servers_capacity() {
+    let layer = AdaptiveLayer::new(Aimd::new(AimdConfig::default().limits(2, 1, 100)).unwrap());
+    let client = server_with_capacity(16).with(layer.clone());
+    hammer(client, 40, 100).await;
+    let s = layer.snapshot();
+    assert!((13..=17).contains(&s.limit), "limit {}", s.limit);
+    // Probing past the capacity costs about one 429 per window, not many.
+    assert!(
+        s.overloads * 10 < s.samples,
+        "{} overloads of {}",
+        s.overloads,
+        s.samples
+    );
+    assert_eq!(s.bulkhead.in_flight, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_gradient_shrinks_when_latency_climbs() {
+    // Latency grows with concurrency past 4: 10 ms each, queued behind each other.
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let server = transport_fn(move |_req: Request<String>| {
+        let in_flight = in_flight.clone();
+        async move {
+            let n = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::time::sleep(Duration::from_millis(10) * n.max(4) as u32 / 4).await;
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            Ok::<_, std::io::Error>(Response::new(String::new()))
+        }
+    });
+    let layer =
+        AdaptiveLayer::new(Gradient::new(GradientConfig::default().limits(64, 1, 200)).unwrap());
+    let client = server.with(layer.clone());
+    // A light load first: the long-term RTT learns the unloaded 10 ms, and a
+    // client using little of its limit does not move it.
+    hammer(client.clone(), 2, 300).await;
+    assert_eq!(layer.snapshot().limit, 64);
+    // Then a crowd: latency climbs, the limit comes down towards what the
+    // server takes without queueing.
+    hammer(client, 100, 30).await;
+    let s = layer.snapshot();
+    assert!(s.limit < 32, "limit {}", s.limit);
+    assert_eq!(s.overloads, 0);
+}
