@@ -194,7 +194,10 @@ mod tests {
         let svc = tower::service_fn(|_req: Request<()>| async {
             Err::<Response<()>, _>(std::io::Error::from(std::io::ErrorKind::ConnectionReset))
         });
-        let err = FromTower::new(svc).send(Request::new(())).await.unwrap_err();
+        let err = FromTower::new(svc)
+            .send(Request::new(()))
+            .await
+            .unwrap_err();
         assert_eq!(ErrorClass::of(&err), ErrorClass::Reset);
         assert!(err.to_string().starts_with("tower service failed: "));
     }
