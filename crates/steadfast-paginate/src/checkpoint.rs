@@ -1,0 +1,72 @@
+//! Where a crawl is, as a serializable value.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Where a crawl stands: the page to fetch next, how many of its items were
+/// already yielded, and the running counts. Take one with
+/// [`Items::checkpoint`](crate::Items::checkpoint) or
+/// [`Pages::checkpoint`](crate::Pages::checkpoint) after processing what the
+/// stream yielded, store it (it is `serde`-serializable), and hand it to
+/// [`Paginator::resume`](crate::Paginator::resume) after a crash: the
+/// resumed crawl yields exactly the items that were not yielded before.
+///
+/// ```
+/// # use steadfast_paginate::Checkpoint;
+/// let json = r#"{"start":"http://api.test/items","next":"http://api.test/items?page=3","skip":4,"pages":2,"items":24}"#;
+/// let checkpoint: Checkpoint = serde_json::from_str(json).unwrap();
+/// assert_eq!(checkpoint.next(), Some("http://api.test/items?page=3"));
+/// assert_eq!(serde_json::to_string(&checkpoint).unwrap(), json);
+/// ```
+///
+/// Loop detection starts afresh on resume: the recent-URI window is not
+/// stored, to keep checkpoints small enough to save after every page.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub(crate) start: String,
+    pub(crate) next: Option<String>,
+    #[serde(default)]
+    pub(crate) skip: usize,
+    pub(crate) pages: u64,
+    pub(crate) items: u64,
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub(crate) strategy: Value,
+}
+
+impl Checkpoint {
+    /// The URI the crawl started from; its origin stays the crawl's origin.
+    pub fn start(&self) -> &str {
+        &self.start
+    }
+
+    /// The page to fetch next; `None` when the crawl is complete.
+    pub fn next(&self) -> Option<&str> {
+        self.next.as_deref()
+    }
+
+    /// Items of that page already yielded (skipped on resume).
+    pub const fn skip(&self) -> usize {
+        self.skip
+    }
+
+    /// Pages fully processed so far.
+    pub const fn pages(&self) -> u64 {
+        self.pages
+    }
+
+    /// Items yielded so far.
+    pub const fn items(&self) -> u64 {
+        self.items
+    }
+
+    /// The strategy's own saved state (`null` for the built-ins, whose
+    /// position is the next URI).
+    pub const fn strategy_state(&self) -> &Value {
+        &self.strategy
+    }
+
+    /// Whether the crawl had finished: resuming yields nothing.
+    pub const fn is_complete(&self) -> bool {
+        self.next.is_none()
+    }
+}

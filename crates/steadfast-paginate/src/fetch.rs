@@ -1,0 +1,186 @@
+//! One page request: build it, send it through the user's transport, read
+//! the body (bounded), decode it. Runs as a boxed future so that several
+//! can be in flight for prefetch.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use http::header::{ACCEPT, AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode, Uri};
+use http_body::Body;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use steadfast_core::{BoxError, Transport};
+
+use crate::config::Config;
+use crate::decode::{Rest, decode_page};
+use crate::error::{ErrorKind, PaginateError};
+use crate::paginator::Shared;
+
+/// A page as received, before a strategy has seen it.
+#[derive(Debug)]
+pub(crate) struct Fetched<T> {
+    pub(crate) number: u64,
+    pub(crate) uri: Uri,
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) rest: Rest,
+    pub(crate) items: Vec<T>,
+    pub(crate) last_item: Option<Value>,
+}
+
+pub(crate) type PageFuture<T, E> =
+    Pin<Box<dyn Future<Output = Result<Fetched<T>, PaginateError<E>>> + Send>>;
+
+/// What one page request needs besides the transport.
+#[derive(Debug)]
+pub(crate) struct PageRequest {
+    pub(crate) uri: Uri,
+    pub(crate) number: u64,
+    pub(crate) cross_origin: bool,
+    pub(crate) keep_last: bool,
+}
+
+pub(crate) fn fetch<Tr, B, T>(
+    transport: &Tr,
+    shared: &Arc<Shared>,
+    page: PageRequest,
+) -> PageFuture<T, Tr::Error>
+where
+    Tr: Transport<B>,
+    Tr::Body: Body + Send + 'static,
+    <Tr::Body as Body>::Data: Send,
+    <Tr::Body as Body>::Error: Into<BoxError>,
+    B: Default + Send + 'static,
+    T: DeserializeOwned + Send + 'static,
+{
+    let req = request::<B>(&shared.config, &page.uri, page.cross_origin);
+    let transport = transport.clone();
+    let shared = Arc::clone(shared);
+    Box::pin(async move {
+        let PageRequest {
+            uri,
+            number,
+            keep_last,
+            ..
+        } = page;
+        let res = match transport.send(req).await {
+            Ok(res) => res,
+            Err(source) => {
+                return Err(PaginateError::at(number, uri, ErrorKind::Transport(source)));
+            }
+        };
+        let (head, body) = res.into_parts();
+        if !head.status.is_success() {
+            return Err(PaginateError::at(
+                number,
+                uri,
+                ErrorKind::Status(head.status),
+            ));
+        }
+        let limit = shared.config.max_page_bytes;
+        let bytes = match Limited::new(body, limit).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<LengthLimitError>() => {
+                return Err(PaginateError::at(
+                    number,
+                    uri,
+                    ErrorKind::PageTooLarge { limit },
+                ));
+            }
+            Err(source) => {
+                return Err(PaginateError::at(number, uri, ErrorKind::Body(source)));
+            }
+        };
+        match decode_page::<T>(bytes, &shared.items, keep_last) {
+            Ok(decoded) => Ok(Fetched {
+                number,
+                uri,
+                status: head.status,
+                headers: head.headers,
+                rest: decoded.rest,
+                items: decoded.items,
+                last_item: decoded.last_item,
+            }),
+            Err(source) => Err(PaginateError::at(
+                number,
+                uri,
+                ErrorKind::Decode {
+                    pointer: shared.items.as_str().to_owned(),
+                    source,
+                },
+            )),
+        }
+    })
+}
+
+/// A `GET` of `uri` with the configured headers; credentials only when the
+/// request stays on the crawl's origin.
+fn request<B: Default>(config: &Config, uri: &Uri, cross_origin: bool) -> Request<B> {
+    let mut req = Request::new(B::default());
+    *req.uri_mut() = uri.clone();
+    let headers = req.headers_mut();
+    if !config.headers.contains_key(ACCEPT) {
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+    }
+    for (name, value) in &config.headers {
+        if cross_origin && (is_credential(name) || value.is_sensitive()) {
+            continue;
+        }
+        headers.append(name, value.clone());
+    }
+    req
+}
+
+fn is_credential(name: &HeaderName) -> bool {
+    name == AUTHORIZATION || name == PROXY_AUTHORIZATION || name == COOKIE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_stay_on_the_origin() {
+        let mut config = Config::default();
+        let mut secret = HeaderValue::from_static("k");
+        secret.set_sensitive(true);
+        config
+            .headers
+            .append(AUTHORIZATION, HeaderValue::from_static("Bearer t"));
+        config
+            .headers
+            .append(COOKIE, HeaderValue::from_static("s=1"));
+        config
+            .headers
+            .append(PROXY_AUTHORIZATION, HeaderValue::from_static("Basic x"));
+        config.headers.append("x-api-key", secret);
+        config
+            .headers
+            .append("x-trace", HeaderValue::from_static("1"));
+        let uri: Uri = "http://a.test/items".parse().unwrap();
+
+        let same: Request<()> = request(&config, &uri, false);
+        assert_eq!(same.headers().len(), 6);
+        assert_eq!(same.headers()[ACCEPT], "application/json");
+
+        let other: Request<()> = request(&config, &uri, true);
+        let names: Vec<_> = other.headers().keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["accept", "x-trace"]);
+        assert_eq!(other.uri(), &uri);
+        assert_eq!(other.method(), http::Method::GET);
+    }
+
+    #[test]
+    fn a_configured_accept_header_wins() {
+        let mut config = Config::default();
+        config
+            .headers
+            .append(ACCEPT, HeaderValue::from_static("application/vnd.api+json"));
+        let req: Request<()> = request(&config, &"/x".parse().unwrap(), false);
+        assert_eq!(req.headers().get_all(ACCEPT).iter().count(), 1);
+        assert_eq!(req.headers()[ACCEPT], "application/vnd.api+json");
+    }
+}

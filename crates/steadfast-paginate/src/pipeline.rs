@@ -1,0 +1,107 @@
+//! In-flight page requests, polled together and handed out in the order
+//! they were sent.
+//!
+//! A hand-rolled ordered queue rather than `FuturesOrdered`: prefetch is
+//! bounded by [`MAX_PREFETCH`](crate::MAX_PREFETCH), so polling every
+//! request on each wake-up costs less than the per-request task allocation
+//! and waker bookkeeping of a general-purpose set, and the common case (one
+//! request in flight) is a single poll.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+type BoxFuture<O> = Pin<Box<dyn Future<Output = O> + Send>>;
+
+enum Slot<O> {
+    Running(BoxFuture<O>),
+    Done(O),
+}
+
+pub(crate) struct Pipeline<O> {
+    slots: VecDeque<Slot<O>>,
+}
+
+impl<O> Pipeline<O> {
+    pub(crate) const fn new() -> Self {
+        Self {
+            slots: VecDeque::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, future: BoxFuture<O>) {
+        self.slots.push_back(Slot::Running(future));
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Drops (cancels) every request in flight.
+    pub(crate) fn clear(&mut self) {
+        self.slots.clear();
+    }
+
+    /// Polls every running request; yields the oldest once it is done.
+    /// `Ready(None)` when nothing is in flight.
+    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<O>> {
+        for slot in &mut self.slots {
+            if let Slot::Running(future) = slot
+                && let Poll::Ready(out) = future.as_mut().poll(cx)
+            {
+                *slot = Slot::Done(out);
+            }
+        }
+        match self.slots.front() {
+            None => Poll::Ready(None),
+            Some(Slot::Running(_)) => Poll::Pending,
+            Some(Slot::Done(_)) => match self.slots.pop_front() {
+                Some(Slot::Done(out)) => Poll::Ready(Some(out)),
+                _ => unreachable!("the front slot was just seen done"),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn after(ms: u64, out: u32) -> BoxFuture<u32> {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            out
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn yields_in_push_order_whatever_the_completion_order() {
+        let mut p = Pipeline::new();
+        p.push(after(30, 1));
+        p.push(after(10, 2));
+        p.push(after(20, 3));
+        let start = tokio::time::Instant::now();
+        let mut got = Vec::new();
+        while let Some(out) = std::future::poll_fn(|cx| p.poll_next(cx)).await {
+            got.push(out);
+        }
+        assert_eq!(got, [1, 2, 3]);
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_millis(30),
+            "they ran concurrently"
+        );
+        assert_eq!(p.len(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn clear_cancels_what_is_in_flight() {
+        let mut p = Pipeline::new();
+        p.push(after(10, 1));
+        p.clear();
+        assert_eq!(std::future::poll_fn(|cx| p.poll_next(cx)).await, None);
+    }
+}
