@@ -6,7 +6,13 @@
 
 mod say;
 // chapters (one module each; keep in pipeline order)
+mod breaker;
 mod foundation;
+mod hyper;
+mod limit;
+mod paginate;
+mod pool;
+mod retry;
 
 use steadfast_testkit::FaultServer;
 
@@ -24,6 +30,30 @@ async fn main() -> Result<(), BoxError> {
         (
             "Foundation: transport seam, server signals, MockTransport",
             |s| Box::pin(foundation::run(s)),
+        ),
+        (
+            "Hyper transport: pool events, every timeout phase, TLS + HTTP/2",
+            |s| Box::pin(hyper::run(s)),
+        ),
+        (
+            "Retry: backoff with jitter, Retry-After, a retry budget, hedging",
+            |s| Box::pin(retry::run(s)),
+        ),
+        (
+            "Circuit breaker: open on failure, fail fast, probe, close",
+            |s| Box::pin(breaker::run(s)),
+        ),
+        (
+            "Rate and concurrency limits: a quota held, pacing from headers, a bulkhead",
+            |s| Box::pin(limit::run(s)),
+        ),
+        (
+            "Pool metrics: a burst with cancellations, before and after",
+            |s| Box::pin(pool::run(s)),
+        ),
+        (
+            "Pagination: five styles as Streams, loops caught, a resumed crawl, prefetch",
+            |s| Box::pin(paginate::run(s)),
         ),
         // new chapters go here, in pipeline order
     ];

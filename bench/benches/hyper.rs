@@ -1,0 +1,153 @@
+//! HyperTransport vs the bare hyper-util legacy client it wraps: requests
+//! per second against the same loopback server, at concurrency 1 and 100,
+//! in one criterion group so the ratio comes from one run.
+//!
+//! The server is a minimal hyper HTTP/1.1 server answering `200 ok` on its
+//! own thread and runtime; each client runs on a current-thread runtime on
+//! the bench thread, so both sides get one core of the two. Both clients
+//! use `TCP_NODELAY` and a pool large enough for 100 connections; the
+//! transport runs with its default timeouts and the no-op pool observer.
+//!
+//! `cargo bench -p steadfast-bench --bench hyper -- --warm-up-time 1 --measurement-time 3`
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use steadfast_core::Transport;
+use steadfast_hyper::HyperTransport;
+use tokio::runtime::Runtime;
+
+/// Starts the server on its own thread; returns its address.
+fn start_server() -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                tcp.set_nodelay(true).unwrap();
+                tokio::spawn(async move {
+                    let svc = service_fn(|_req| async {
+                        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(
+                            b"ok",
+                        ))))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+    });
+    rx.recv().unwrap()
+}
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn request(uri: &http::Uri) -> http::Request<Empty<Bytes>> {
+    http::Request::get(uri.clone()).body(Empty::new()).unwrap()
+}
+
+/// Runs `iters` requests spread over `concurrency` tasks; returns the wall time.
+async fn drive<F, Fut>(iters: u64, concurrency: u64, send: F) -> Duration
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let start = Instant::now();
+    let per_task = iters.div_ceil(concurrency);
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let send = send.clone();
+            tokio::spawn(async move {
+                for _ in 0..per_task {
+                    send().await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Normalise to exactly `iters` requests.
+    start
+        .elapsed()
+        .mul_f64(iters as f64 / (per_task * concurrency) as f64)
+}
+
+fn bench(c: &mut Criterion) {
+    let addr = start_server();
+    let uri: http::Uri = format!("http://{addr}/").parse().unwrap();
+    let rt = runtime();
+
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let bare: Client<_, Empty<Bytes>> = rt.block_on(async {
+        Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_max_idle_per_host(100)
+            .build(connector)
+    });
+    let transport = HyperTransport::builder().build().unwrap();
+
+    let mut group = c.benchmark_group("hyper_transport");
+    group.throughput(Throughput::Elements(1));
+    for concurrency in [1_u64, 100] {
+        group.bench_with_input(
+            BenchmarkId::new("bare_hyper_util", concurrency),
+            &concurrency,
+            |b, &n| {
+                b.iter_custom(|iters| {
+                    let (client, uri) = (bare.clone(), uri.clone());
+                    rt.block_on(drive(iters, n, move || {
+                        let (client, req) = (client.clone(), request(&uri));
+                        async move {
+                            let res = client.request(req).await.unwrap();
+                            let body = res.into_body().collect().await.unwrap().to_bytes();
+                            assert_eq!(body.len(), 2);
+                        }
+                    }))
+                });
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new("steadfast_hyper", concurrency),
+            &concurrency,
+            |b, &n| {
+                b.iter_custom(|iters| {
+                    let (t, uri) = (transport.clone(), uri.clone());
+                    rt.block_on(drive(iters, n, move || {
+                        let (t, req) = (t.clone(), request(&uri));
+                        async move {
+                            let res = t.send(req).await.unwrap();
+                            let body = res.into_body().collect().await.unwrap().to_bytes();
+                            assert_eq!(body.len(), 2);
+                        }
+                    }))
+                });
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,274 @@
+//! [`HyperBody`]: the response body, streamed frame by frame under the read
+//! timeout and the `max_body` limit, releasing its connection when done.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use steadfast_core::TimeoutPhase;
+use tokio::time::{Instant, Sleep};
+
+use crate::conn::{ConnShared, HostState};
+use crate::error::{ErrorKind, HyperError};
+use crate::transport::failed_in_flight;
+
+/// A request's hold on its connection. Dropping it reports
+/// `connection_released` once, with how long the connection was held.
+pub(crate) struct Held {
+    pub(crate) conn: Arc<ConnShared>,
+    since: Instant,
+}
+
+impl Held {
+    pub(crate) fn new(conn: Arc<ConnShared>, since: Instant) -> Self {
+        Self { conn, since }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.conn
+            .host
+            .observer
+            .connection_released(self.conn.id, self.since.elapsed());
+    }
+}
+
+/// The limits a wait runs under: the read timeout, cut short by the
+/// request's deadline when that comes first.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    pub(crate) read_timeout: Duration,
+    pub(crate) deadline: Option<Instant>,
+}
+
+impl Limits {
+    /// When a wait starting at `now` gives up, which phase that is, and
+    /// how long the wait was allowed.
+    pub(crate) fn wait_from(self, now: Instant) -> (Instant, TimeoutPhase, Duration) {
+        let read_at = steadfast_core::Deadline::after_from(now, self.read_timeout).instant();
+        match self.deadline {
+            Some(d) if d < read_at => (d, TimeoutPhase::Total, d.saturating_duration_since(now)),
+            _ => (read_at, TimeoutPhase::Read, self.read_timeout),
+        }
+    }
+}
+
+/// The body of a response from [`crate::HyperTransport`].
+///
+/// Streams frame by frame as [`http_body::Body`] (use
+/// `http_body_util::BodyExt` to collect or stream it). While it waits for
+/// the next frame, the read timeout runs (cut short by the request's
+/// [`steadfast_core::Deadline`]); the time the caller takes between polls
+/// does not count. With `max_body` set, it fails with
+/// `ErrorKind::BodyTooLarge` as soon as the limit is passed, or at once
+/// when `Content-Length` announces more.
+///
+/// The connection is released to the pool observer when the body ends,
+/// fails, or is dropped.
+pub struct HyperBody {
+    inner: Option<Incoming>,
+    held: Option<Held>,
+    host: Arc<HostState>,
+    limits: Limits,
+    max_body: Option<u64>,
+    received: u64,
+    timer: Option<Pin<Box<Sleep>>>,
+    /// Set while a wait for the next frame is running: `(phase, limit)`.
+    waiting: Option<(TimeoutPhase, Duration)>,
+    hint_checked: bool,
+}
+
+impl fmt::Debug for HyperBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HyperBody")
+            .field("host", &self.host.key)
+            .field("connection", &self.held.as_ref().map(|h| h.conn.id))
+            .field("received", &self.received)
+            .field("done", &self.inner.is_none())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HyperBody {
+    pub(crate) fn new(
+        inner: Incoming,
+        held: Option<Held>,
+        host: Arc<HostState>,
+        limits: Limits,
+        max_body: Option<u64>,
+    ) -> Self {
+        let mut body = Self {
+            inner: Some(inner),
+            held,
+            host,
+            limits,
+            max_body,
+            received: 0,
+            timer: None,
+            waiting: None,
+            hint_checked: false,
+        };
+        if body.inner.as_ref().is_some_and(Body::is_end_stream) {
+            body.finish();
+        }
+        body
+    }
+
+    /// Bytes of data received so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Ends the stream: drops the inner body and releases the connection.
+    fn finish(&mut self) {
+        self.inner = None;
+        self.timer = None;
+        self.held = None;
+    }
+
+    fn fail(&mut self, err: HyperError) -> Poll<Option<Result<Frame<Bytes>, HyperError>>> {
+        self.finish();
+        Poll::Ready(Some(Err(err)))
+    }
+
+    fn too_large(&self, limit: u64) -> HyperError {
+        HyperError::new(
+            ErrorKind::BodyTooLarge { limit },
+            &self.host.key,
+            true,
+            None,
+        )
+    }
+
+    /// Arms the timer for a wait that starts now, then polls it.
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<HyperError> {
+        if self.waiting.is_none() {
+            let (at, phase, limit) = self.limits.wait_from(Instant::now());
+            match &mut self.timer {
+                Some(t) => t.as_mut().reset(at),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
+            self.waiting = Some((phase, limit));
+        }
+        let timer = self.timer.as_mut().expect("armed above");
+        ready!(timer.as_mut().poll(cx));
+        let (phase, limit) = self.waiting.expect("armed above");
+        Poll::Ready(HyperError::timeout(phase, &self.host.key, limit, true))
+    }
+}
+
+impl Body for HyperBody {
+    type Data = Bytes;
+    type Error = HyperError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, HyperError>>> {
+        let this = self.get_mut();
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if !this.hint_checked {
+            this.hint_checked = true;
+            if let Some(limit) = this.max_body
+                && inner.size_hint().lower() > limit
+            {
+                let err = this.too_large(limit);
+                return this.fail(err);
+            }
+        }
+        match Pin::new(&mut *inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.waiting = None;
+                if let Some(data) = frame.data_ref() {
+                    this.received += data.len() as u64;
+                    if let Some(limit) = this.max_body
+                        && this.received > limit
+                    {
+                        let err = this.too_large(limit);
+                        return this.fail(err);
+                    }
+                }
+                if inner.is_end_stream() {
+                    this.finish();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let conn = this.held.as_ref().map(|h| &*h.conn);
+                let err = failed_in_flight(&this.host, conn, Box::new(e));
+                this.fail(err)
+            }
+            Poll::Ready(None) => {
+                this.finish();
+                Poll::Ready(None)
+            }
+            Poll::Pending => match this.poll_timer(cx) {
+                Poll::Ready(err) => this.fail(err),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_cuts_the_read_timeout_short_and_names_itself() {
+        let now = Instant::now();
+        let read = Duration::from_secs(30);
+        let free = Limits {
+            read_timeout: read,
+            deadline: None,
+        };
+        assert_eq!(free.wait_from(now), (now + read, TimeoutPhase::Read, read));
+
+        let tight = Limits {
+            read_timeout: read,
+            deadline: Some(now + Duration::from_secs(2)),
+        };
+        let later = now + Duration::from_millis(500);
+        assert_eq!(
+            tight.wait_from(later),
+            (
+                now + Duration::from_secs(2),
+                TimeoutPhase::Total,
+                Duration::from_millis(1500)
+            )
+        );
+
+        let loose = Limits {
+            read_timeout: read,
+            deadline: Some(now + Duration::from_secs(60)),
+        };
+        assert_eq!(loose.wait_from(now).1, TimeoutPhase::Read);
+
+        let huge = Limits {
+            read_timeout: Duration::MAX,
+            deadline: None,
+        };
+        assert!(
+            huge.wait_from(now).0 > now,
+            "saturates instead of overflowing"
+        );
+    }
+}

@@ -1,0 +1,388 @@
+//! [`Builder`] and the validated [`Config`] of a [`HyperTransport`], with
+//! every default as a named constant.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use steadfast_core::pool::{NoopPoolObserver, PoolObserver};
+
+use crate::error::BuildError;
+use crate::transport::HyperTransport;
+
+/// Longest wait to establish a connection: DNS, TCP and TLS together.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for the response head, and for each next body frame.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for a free connection slot when the per-host cap is
+/// reached. Equal to the connect timeout: waiting for a slot is the same
+/// kind of wait as opening one.
+pub const DEFAULT_POOL_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle pooled connections are closed after this long (hyper-util's and
+/// reqwest's default).
+pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Open connections per `scheme://host:port`, busy and idle together.
+pub const DEFAULT_MAX_CONNECTIONS_PER_HOST: usize = 100;
+/// Idle connections kept per host: as many as may be open.
+pub const DEFAULT_POOL_MAX_IDLE_PER_HOST: usize = DEFAULT_MAX_CONNECTIONS_PER_HOST;
+/// TCP keepalive probe interval on idle sockets, so dead peers are found.
+pub const DEFAULT_TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+/// Largest `max_connections_per_host` accepted (tokio's semaphore limit).
+pub const MAX_CONNECTIONS_PER_HOST_LIMIT: usize = tokio::sync::Semaphore::MAX_PERMITS;
+
+/// The validated settings of a [`HyperTransport`]; read them back with
+/// [`HyperTransport::config`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub(crate) name: Option<Arc<str>>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) read_timeout: Duration,
+    pub(crate) pool_acquire_timeout: Duration,
+    pub(crate) pool_idle_timeout: Option<Duration>,
+    pub(crate) pool_max_idle_per_host: usize,
+    pub(crate) max_connections_per_host: usize,
+    pub(crate) tcp_nodelay: bool,
+    pub(crate) tcp_keepalive: Option<Duration>,
+    pub(crate) max_body: Option<u64>,
+    pub(crate) http2_prior_knowledge: bool,
+    pub(crate) http2_alpn: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            name: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            pool_acquire_timeout: DEFAULT_POOL_ACQUIRE_TIMEOUT,
+            pool_idle_timeout: Some(DEFAULT_POOL_IDLE_TIMEOUT),
+            pool_max_idle_per_host: DEFAULT_POOL_MAX_IDLE_PER_HOST,
+            max_connections_per_host: DEFAULT_MAX_CONNECTIONS_PER_HOST,
+            tcp_nodelay: true,
+            tcp_keepalive: Some(DEFAULT_TCP_KEEPALIVE),
+            max_body: None,
+            http2_prior_knowledge: false,
+            http2_alpn: cfg!(feature = "http2"),
+        }
+    }
+}
+
+impl Config {
+    /// The name shown in tracing events, if set.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+    /// See [`Builder::connect_timeout`].
+    pub const fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+    /// See [`Builder::read_timeout`].
+    pub const fn read_timeout(&self) -> Duration {
+        self.read_timeout
+    }
+    /// See [`Builder::pool_acquire_timeout`].
+    pub const fn pool_acquire_timeout(&self) -> Duration {
+        self.pool_acquire_timeout
+    }
+    /// See [`Builder::pool_idle_timeout`].
+    pub const fn pool_idle_timeout(&self) -> Option<Duration> {
+        self.pool_idle_timeout
+    }
+    /// See [`Builder::pool_max_idle_per_host`].
+    pub const fn pool_max_idle_per_host(&self) -> usize {
+        self.pool_max_idle_per_host
+    }
+    /// See [`Builder::max_connections_per_host`].
+    pub const fn max_connections_per_host(&self) -> usize {
+        self.max_connections_per_host
+    }
+    /// See [`Builder::tcp_nodelay`].
+    pub const fn tcp_nodelay(&self) -> bool {
+        self.tcp_nodelay
+    }
+    /// See [`Builder::tcp_keepalive`].
+    pub const fn tcp_keepalive(&self) -> Option<Duration> {
+        self.tcp_keepalive
+    }
+    /// See [`Builder::max_body`].
+    pub const fn max_body(&self) -> Option<u64> {
+        self.max_body
+    }
+    /// `true` when every connection speaks HTTP/2 from the first byte.
+    pub const fn http2_prior_knowledge(&self) -> bool {
+        self.http2_prior_knowledge
+    }
+    /// `true` when TLS connections offer HTTP/2 through ALPN.
+    pub const fn http2_alpn(&self) -> bool {
+        self.http2_alpn
+    }
+
+    fn validate(&self) -> Result<(), BuildError> {
+        for (option, value) in [
+            ("connect_timeout", self.connect_timeout),
+            ("read_timeout", self.read_timeout),
+            ("pool_acquire_timeout", self.pool_acquire_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(BuildError::ZeroTimeout { option });
+            }
+        }
+        if self.pool_idle_timeout == Some(Duration::ZERO) {
+            return Err(BuildError::ZeroTimeout {
+                option: "pool_idle_timeout",
+            });
+        }
+        let max = self.max_connections_per_host;
+        if max == 0 || max > MAX_CONNECTIONS_PER_HOST_LIMIT {
+            return Err(BuildError::MaxConnections {
+                got: max,
+                max: MAX_CONNECTIONS_PER_HOST_LIMIT,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Builds a [`HyperTransport`]; start with [`HyperTransport::builder`].
+///
+/// Every option has a documented default (see the crate docs' table);
+/// [`Builder::build`] validates them once and says what is wrong.
+#[must_use]
+pub struct Builder {
+    config: Config,
+    observer: Arc<dyn PoolObserver>,
+    #[cfg(feature = "rustls")]
+    tls: crate::tls::TlsOptions,
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Builder");
+        d.field("config", &self.config);
+        #[cfg(feature = "rustls")]
+        d.field("tls", &self.tls);
+        d.finish_non_exhaustive()
+    }
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Builder {
+    /// A builder with every default.
+    pub fn new() -> Self {
+        Self {
+            config: Config::default(),
+            observer: Arc::new(NoopPoolObserver),
+            #[cfg(feature = "rustls")]
+            tls: crate::tls::TlsOptions::new(),
+        }
+    }
+
+    /// A name for this transport, shown in its tracing events.
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.config.name = Some(name.into());
+        self
+    }
+
+    /// Longest wait to establish a connection (DNS, TCP and TLS together).
+    /// Default [`DEFAULT_CONNECT_TIMEOUT`]. Fails with
+    /// `ErrorKind::Timeout(TimeoutPhase::Connect)`.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// Longest wait for the response head once a connection is assigned
+    /// (sending the request included), and then for each next body frame.
+    /// Default [`DEFAULT_READ_TIMEOUT`]. Fails with
+    /// `ErrorKind::Timeout(TimeoutPhase::Read)`.
+    pub fn read_timeout(mut self, timeout: Duration) -> Self {
+        self.config.read_timeout = timeout;
+        self
+    }
+
+    /// Longest wait for a connection slot once `max_connections_per_host`
+    /// connections are open. Default [`DEFAULT_POOL_ACQUIRE_TIMEOUT`]. Fails
+    /// with `ErrorKind::PoolTimeout { open, max }`.
+    pub fn pool_acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.config.pool_acquire_timeout = timeout;
+        self
+    }
+
+    /// Idle pooled connections are closed after `timeout`; `None` keeps
+    /// them until the server closes them. Default
+    /// [`DEFAULT_POOL_IDLE_TIMEOUT`].
+    pub fn pool_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.config.pool_idle_timeout = timeout;
+        self
+    }
+
+    /// Idle connections kept per host; `0` disables reuse. Default
+    /// [`DEFAULT_POOL_MAX_IDLE_PER_HOST`].
+    pub fn pool_max_idle_per_host(mut self, max: usize) -> Self {
+        self.config.pool_max_idle_per_host = max;
+        self
+    }
+
+    /// Most connections open at once to one `scheme://host:port`, busy and
+    /// idle together. Default [`DEFAULT_MAX_CONNECTIONS_PER_HOST`]. A slot
+    /// is freed when its connection closes, whatever happened to the
+    /// request that opened it.
+    pub fn max_connections_per_host(mut self, max: usize) -> Self {
+        self.config.max_connections_per_host = max;
+        self
+    }
+
+    /// Sets `TCP_NODELAY` (no Nagle delay on small writes). Default `true`.
+    pub fn tcp_nodelay(mut self, nodelay: bool) -> Self {
+        self.config.tcp_nodelay = nodelay;
+        self
+    }
+
+    /// TCP keepalive idle time; `None` disables keepalive. Default
+    /// [`DEFAULT_TCP_KEEPALIVE`].
+    pub fn tcp_keepalive(mut self, idle: Option<Duration>) -> Self {
+        self.config.tcp_keepalive = idle;
+        self
+    }
+
+    /// Fails a response body with `ErrorKind::BodyTooLarge` as soon as more
+    /// than `limit` bytes arrive (or a `Content-Length` announces more).
+    /// Default: no limit.
+    pub fn max_body(mut self, limit: u64) -> Self {
+        self.config.max_body = Some(limit);
+        self
+    }
+
+    /// Speak HTTP/2 from the first byte on every connection, without ALPN
+    /// (h2c "prior knowledge" on plain TCP). Default off.
+    #[cfg(feature = "http2")]
+    pub fn http2_prior_knowledge(mut self) -> Self {
+        self.config.http2_prior_knowledge = true;
+        self
+    }
+
+    /// Offer only HTTP/1.1 through ALPN. By default, with the `http2`
+    /// feature, TLS connections offer `h2` and `http/1.1` and speak what the
+    /// server picks.
+    #[cfg(feature = "http2")]
+    pub fn http1_only(mut self) -> Self {
+        self.config.http2_alpn = false;
+        self
+    }
+
+    /// Receives connection pool events (steadfast-pool's `PoolStats`, or
+    /// your own). Default [`NoopPoolObserver`].
+    pub fn pool_observer(mut self, observer: Arc<dyn PoolObserver>) -> Self {
+        self.observer = observer;
+        self
+    }
+
+    /// Trusts `cert` (DER) as a root, in addition to the built-in roots.
+    #[cfg(feature = "rustls")]
+    pub fn add_root_certificate(
+        mut self,
+        cert: rustls::pki_types::CertificateDer<'static>,
+    ) -> Self {
+        self.tls.extra_roots.push(cert);
+        self
+    }
+
+    /// Trusts the Mozilla roots compiled in by webpki-roots. Default `true`
+    /// when the `webpki-roots` feature is on.
+    #[cfg(feature = "webpki-roots")]
+    pub fn webpki_roots(mut self, enable: bool) -> Self {
+        self.tls.webpki_roots = enable;
+        self
+    }
+
+    /// Trusts the operating system's roots, loaded once in
+    /// [`Builder::build`]. Default `true` when the `native-roots` feature is
+    /// on.
+    #[cfg(feature = "native-roots")]
+    pub fn native_roots(mut self, enable: bool) -> Self {
+        self.tls.native_roots = enable;
+        self
+    }
+
+    /// Uses `config` for TLS as it is, instead of building one from the
+    /// root options above. ALPN protocols are set from the HTTP/2 options
+    /// when `config` leaves them empty.
+    #[cfg(feature = "rustls")]
+    pub fn tls_config(mut self, config: rustls::ClientConfig) -> Self {
+        self.tls.custom = Some(Arc::new(config));
+        self
+    }
+
+    /// Validates the options and builds the transport.
+    ///
+    /// Must be called inside a tokio runtime only to send requests, not to
+    /// build.
+    pub fn build(self) -> Result<HyperTransport, BuildError> {
+        self.config.validate()?;
+        #[cfg(feature = "rustls")]
+        let tls = crate::tls::build(&self.tls, &self.config)?;
+        Ok(HyperTransport::from_parts(
+            self.config,
+            self.observer,
+            #[cfg(feature = "rustls")]
+            tls,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_pinned() {
+        let c = Config::default();
+        assert_eq!(
+            format!("{c:?}"),
+            format!(
+                "Config {{ name: None, connect_timeout: 5s, read_timeout: 30s, \
+                 pool_acquire_timeout: 5s, pool_idle_timeout: Some(90s), pool_max_idle_per_host: 100, \
+                 max_connections_per_host: 100, tcp_nodelay: true, tcp_keepalive: Some(60s), \
+                 max_body: None, http2_prior_knowledge: false, http2_alpn: {} }}",
+                cfg!(feature = "http2")
+            )
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused_at_build_time() {
+        let err = Builder::new()
+            .read_timeout(Duration::ZERO)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.to_string(), "read_timeout must be greater than zero");
+        let err = Builder::new()
+            .max_connections_per_host(0)
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(err, BuildError::MaxConnections { got: 0, .. }),
+            "{err}"
+        );
+        let err = Builder::new()
+            .max_connections_per_host(usize::MAX)
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, BuildError::MaxConnections { .. }), "{err}");
+        let err = Builder::new()
+            .pool_idle_timeout(Some(Duration::ZERO))
+            .build()
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            BuildError::ZeroTimeout {
+                option: "pool_idle_timeout"
+            }
+        ));
+    }
+}

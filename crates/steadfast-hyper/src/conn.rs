@@ -1,0 +1,517 @@
+//! Per-host state (connection cap, observer) and the IO wrapper that every
+//! connection lives in: it owns the host's semaphore permit and reports
+//! `connection_closed` when hyper drops it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+
+use http::uri::{Authority, Scheme};
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::TokioIo;
+use steadfast_core::pool::{ConnectionId, HostObserver, PoolObserver};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+/// Transport-wide counters behind [`crate::HyperTransport::snapshot`].
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) requests: AtomicU64,
+    pub(crate) connections_opened: AtomicU64,
+    pub(crate) connections_closed: AtomicU64,
+    pub(crate) pool_timeouts: AtomicU64,
+    next_connection: AtomicU64,
+}
+
+impl Stats {
+    pub(crate) fn next_connection_id(&self) -> ConnectionId {
+        ConnectionId(self.next_connection.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+}
+
+/// Everything kept per pool key (`scheme://host:port`).
+pub(crate) struct HostState {
+    /// The pool key, for messages and observers.
+    pub(crate) key: Box<str>,
+    /// `host:port`, for `ConnectError`.
+    pub(crate) authority: Box<str>,
+    /// One permit per open connection.
+    pub(crate) slots: Arc<Semaphore>,
+    pub(crate) max: usize,
+    pub(crate) open: AtomicUsize,
+    /// Requests waiting for a connection now. A connect that got its slot
+    /// after every waiter was served (hyper-util finishes such connects in
+    /// the background) gives the slot back instead of opening a connection
+    /// nobody asked for.
+    pub(crate) waiting: AtomicUsize,
+    pub(crate) observer: Arc<dyn HostObserver>,
+    pub(crate) stats: Arc<Stats>,
+}
+
+impl fmt::Debug for HostState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HostState")
+            .field("key", &self.key)
+            .field("open", &self.open.load(Ordering::Relaxed))
+            .field("max", &self.max)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HostState {
+    /// Permits taken: connections open or being opened.
+    pub(crate) fn permits_in_use(&self) -> usize {
+        self.max - self.slots.available_permits()
+    }
+}
+
+/// FNV-1a: the keys are the hosts this client itself talks to, so SipHash's
+/// flooding resistance buys nothing here, and FNV hashes a short authority
+/// several times faster (it is hashed on every request).
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Lowercase authority → the states of `http` and `https` for it. Compared
+/// case-insensitively, as hyper-util's pool compares its keys, so the cap
+/// and the pool agree on what a host is.
+type HostMap = HashMap<Box<str>, [Option<Arc<HostState>>; 2], BuildHasherDefault<Fnv>>;
+
+/// The per-host states of one transport. Entries live as long as the
+/// transport: a few hundred bytes per distinct host, and observers are
+/// asked once per key as the pool-hook protocol requires.
+pub(crate) struct Hosts {
+    map: RwLock<HostMap>,
+    observer: Arc<dyn PoolObserver>,
+    max: usize,
+    pub(crate) stats: Arc<Stats>,
+}
+
+impl fmt::Debug for Hosts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hosts")
+            .field("hosts", &self.read().len())
+            .field("max", &self.max)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hosts {
+    pub(crate) fn new(observer: Arc<dyn PoolObserver>, max: usize) -> Self {
+        Self {
+            map: RwLock::new(HostMap::default()),
+            observer,
+            max,
+            stats: Arc::new(Stats::default()),
+        }
+    }
+
+    /// The state of `scheme://authority` (`http` or `https`), created on
+    /// first use. The hot path is one read lock and one hash of the
+    /// authority, without allocating.
+    pub(crate) fn get(&self, scheme: &Scheme, authority: &Authority) -> Arc<HostState> {
+        let slot = usize::from(*scheme == Scheme::HTTPS);
+        let given = authority.as_str();
+        let lowered;
+        let auth = if given.bytes().any(|b| b.is_ascii_uppercase()) {
+            lowered = given.to_ascii_lowercase();
+            lowered.as_str()
+        } else {
+            given
+        };
+        if let Some(h) = self.read().get(auth).and_then(|e| e[slot].as_ref()) {
+            return h.clone();
+        }
+        let mut map = self
+            .map
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = map.entry(auth.into()).or_default();
+        entry[slot]
+            .get_or_insert_with(|| {
+                let key = format!("{scheme}://{auth}");
+                let observer = self.observer.host(&key);
+                Arc::new(HostState {
+                    key: key.into(),
+                    authority: auth.into(),
+                    slots: Arc::new(Semaphore::new(self.max)),
+                    max: self.max,
+                    open: AtomicUsize::new(0),
+                    waiting: AtomicUsize::new(0),
+                    observer,
+                    stats: self.stats.clone(),
+                })
+            })
+            .clone()
+    }
+
+    /// Sums `f` over every host.
+    pub(crate) fn sum(&self, f: impl Fn(&HostState) -> usize) -> usize {
+        self.read().values().flatten().flatten().map(|h| f(h)).sum()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HostMap> {
+        // Nothing panics while holding the lock; recover rather than propagate if it ever did.
+        self.map
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+const IO_OK: u8 = 0;
+const IO_READ_FAILED: u8 = 1;
+const IO_WRITE_FAILED: u8 = 2;
+
+/// What requests learn about the connection they were given.
+pub(crate) struct ConnShared {
+    pub(crate) id: ConnectionId,
+    pub(crate) host: Arc<HostState>,
+    remote_addr: Option<SocketAddr>,
+    opened_at: Instant,
+    /// Requests assigned so far; the first one counts as `Acquired::New`.
+    uses: AtomicU64,
+    /// Which direction of the IO failed first, if any.
+    io_failure: AtomicU8,
+}
+
+impl ConnShared {
+    /// Counts one more request on this connection; `true` for the first.
+    pub(crate) fn assign(&self) -> bool {
+        self.uses.fetch_add(1, Ordering::Relaxed) == 0
+    }
+
+    /// `true` if writing to the socket failed (as opposed to reading).
+    pub(crate) fn write_failed(&self) -> bool {
+        self.io_failure.load(Ordering::Acquire) == IO_WRITE_FAILED
+    }
+
+    fn record_failure(&self, direction: u8) {
+        let _ = self.io_failure.compare_exchange(
+            IO_OK,
+            direction,
+            Ordering::Release,
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// The connection a response came over; in every response's extensions.
+///
+/// ```no_run
+/// # async fn demo(t: steadfast_hyper::HyperTransport) -> Result<(), steadfast_hyper::HyperError> {
+/// use steadfast_core::Transport;
+/// use steadfast_hyper::ConnectionInfo;
+///
+/// let req = http::Request::get("http://127.0.0.1:8080/").body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap();
+/// let res = t.send(req).await?;
+/// let conn = res.extensions().get::<ConnectionInfo>().unwrap();
+/// println!("served by {} to {}", conn.id(), conn.host());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ConnectionInfo(pub(crate) Arc<ConnShared>);
+
+impl ConnectionInfo {
+    /// The connection's id, as the pool observer saw it opened.
+    pub fn id(&self) -> ConnectionId {
+        self.0.id
+    }
+
+    /// The pool key, `scheme://host:port`.
+    pub fn host(&self) -> &str {
+        &self.0.host.key
+    }
+
+    /// The server's address, as connected.
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.0.remote_addr
+    }
+
+    /// Requests assigned to this connection so far, this one included.
+    pub fn requests(&self) -> u64 {
+        self.0.uses.load(Ordering::Relaxed)
+    }
+}
+
+impl fmt::Debug for ConnectionInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionInfo")
+            .field("id", &self.0.id)
+            .field("host", &self.0.host.key)
+            .field("remote_addr", &self.0.remote_addr)
+            .field("requests", &self.requests())
+            .finish()
+    }
+}
+
+/// A socket, plain or TLS.
+pub(crate) enum Stream {
+    Tcp(TcpStream),
+    #[cfg(feature = "rustls")]
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Self::Tcp(s) => s,
+            #[cfg(feature = "rustls")]
+            Self::Tls(s) => s.get_ref().0,
+        }
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            Stream::Tcp($s) => $e,
+            #[cfg(feature = "rustls")]
+            Stream::Tls($s) => $e,
+        }
+    };
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        delegate!(self, s => Pin::new(s).poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, s => Pin::new(s).poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, s => Pin::new(s).poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Tcp(s) => s.is_write_vectored(),
+            #[cfg(feature = "rustls")]
+            Self::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => Pin::new(s).poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => Pin::new(s).poll_shutdown(cx))
+    }
+}
+
+/// One pooled connection's IO. Holds the host's semaphore permit for
+/// exactly as long as hyper keeps the connection, so the per-host cap is
+/// released when the connection closes, whatever happened to the request
+/// that opened it.
+pub(crate) struct Conn {
+    io: TokioIo<Stream>,
+    shared: Arc<ConnShared>,
+    h2: bool,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn")
+            .field("id", &self.shared.id)
+            .field("host", &self.shared.host.key)
+            .field("h2", &self.h2)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Conn {
+    /// Wraps an established stream; reports `connection_opened`.
+    pub(crate) fn open(
+        stream: Stream,
+        host: Arc<HostState>,
+        permit: OwnedSemaphorePermit,
+        h2: bool,
+    ) -> Self {
+        let id = host.stats.next_connection_id();
+        host.open.fetch_add(1, Ordering::Relaxed);
+        host.stats
+            .connections_opened
+            .fetch_add(1, Ordering::Relaxed);
+        host.observer.connection_opened(id);
+        tracing::debug!(
+            network.connection.id = id.0,
+            server.pool = %host.key,
+            network.protocol.version = if h2 { "2" } else { "1.1" },
+            "connection opened"
+        );
+        let remote_addr = stream.tcp().peer_addr().ok();
+        Self {
+            io: TokioIo::new(stream),
+            shared: Arc::new(ConnShared {
+                id,
+                host,
+                remote_addr,
+                opened_at: Instant::now(),
+                uses: AtomicU64::new(0),
+                io_failure: AtomicU8::new(IO_OK),
+            }),
+            h2,
+            _permit: permit,
+        }
+    }
+
+    fn note<T>(&self, direction: u8, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if let Poll::Ready(Err(_)) = &r {
+            self.shared.record_failure(direction);
+        }
+        r
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let host = &self.shared.host;
+        let lifetime = self.shared.opened_at.elapsed();
+        host.open.fetch_sub(1, Ordering::Relaxed);
+        host.stats
+            .connections_closed
+            .fetch_add(1, Ordering::Relaxed);
+        host.observer.connection_closed(self.shared.id, lifetime);
+        tracing::debug!(
+            network.connection.id = self.shared.id.0,
+            server.pool = %host.key,
+            lifetime_ms = lifetime.as_millis() as u64,
+            "connection closed"
+        );
+        // `_permit` drops after this body: the slot frees once the connection is gone.
+    }
+}
+
+impl Connection for Conn {
+    fn connected(&self) -> Connected {
+        // Only our tag: one extra is cheaper to copy into every response
+        // than a chain, and `ConnectionInfo` carries the addresses too.
+        let connected = Connected::new().extra(ConnectionInfo(self.shared.clone()));
+        if self.h2 {
+            connected.negotiated_h2()
+        } else {
+            connected
+        }
+    }
+}
+
+impl Read for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_read(cx, buf);
+        this.note(IO_READ_FAILED, r)
+    }
+}
+
+impl Write for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.note(IO_WRITE_FAILED, r)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.note(IO_WRITE_FAILED, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_flush(cx);
+        this.note(IO_WRITE_FAILED, r)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use steadfast_core::pool::NoopPoolObserver;
+
+    use super::*;
+
+    #[test]
+    fn hosts_are_keyed_like_hyper_utils_pool() {
+        let hosts = Hosts::new(Arc::new(NoopPoolObserver), 4);
+        let get = |uri: &str| {
+            let uri: http::Uri = uri.parse().unwrap();
+            hosts.get(uri.scheme().unwrap(), uri.authority().unwrap())
+        };
+        let a = get("http://API.example.test:8080/x");
+        let b = get("http://api.example.test:8080/y");
+        assert!(
+            Arc::ptr_eq(&a, &b),
+            "authorities compare case-insensitively"
+        );
+        assert_eq!(&*a.key, "http://api.example.test:8080");
+        let tls = get("https://api.example.test:8080/");
+        assert!(!Arc::ptr_eq(&a, &tls), "the scheme is part of the key");
+        let other_port = get("http://api.example.test:8081/");
+        assert!(!Arc::ptr_eq(&a, &other_port));
+        assert_eq!(hosts.sum(|h| h.max), 12, "three hosts, four slots each");
+        assert_eq!(hosts.sum(HostState::permits_in_use), 0);
+    }
+}

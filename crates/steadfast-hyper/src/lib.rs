@@ -1,0 +1,18 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+mod body;
+pub mod config;
+mod conn;
+mod connect;
+mod error;
+mod future;
+#[cfg(feature = "rustls")]
+mod tls;
+mod transport;
+
+pub use body::HyperBody;
+pub use config::{Builder, Config};
+pub use conn::ConnectionInfo;
+pub use error::{BuildError, ErrorKind, HyperError};
+pub use transport::{HyperTransport, TransportSnapshot};

@@ -1,0 +1,238 @@
+//! [`HyperTransport`]: the steadfast [`Transport`] over hyper-util's pooled
+//! client, with the request-side timeouts and pool events.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::uri::Scheme;
+use http::{Request, Response, Uri};
+use http_body::Body;
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::capture_connection;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use steadfast_core::pool::PoolObserver;
+use steadfast_core::{BoxError, Deadline, Transport};
+
+use crate::body::{HyperBody, Limits};
+use crate::config::{Builder, Config};
+use crate::conn::{ConnShared, HostState, Hosts};
+use crate::connect::Connector;
+use crate::error::{ErrorKind, HyperError, find_in_chain};
+use crate::future::ResponseFuture;
+
+type RequestBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A production [`Transport`] over hyper-util's pooled client.
+///
+/// Cheap to clone (one `Arc`): clones share the pool, the per-host caps
+/// and the counters. See the crate docs for the timeouts, the per-host cap,
+/// the pool events and the errors.
+#[derive(Clone)]
+pub struct HyperTransport {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client<Connector, RequestBody>,
+    hosts: Arc<Hosts>,
+    config: Config,
+}
+
+impl fmt::Debug for HyperTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HyperTransport")
+            .field("config", &self.inner.config)
+            .field("snapshot", &self.snapshot())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counters of a [`HyperTransport`], read with [`HyperTransport::snapshot`].
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransportSnapshot {
+    /// Requests started.
+    pub requests: u64,
+    /// Connections opened since the transport was built.
+    pub connections_opened: u64,
+    /// Connections closed since the transport was built.
+    pub connections_closed: u64,
+    /// Connections open now, busy or idle, over all hosts.
+    pub connections_open: usize,
+    /// Per-host slots taken now: open connections plus connects in flight.
+    pub permits_in_use: usize,
+    /// Connector waits that ended in a pool timeout.
+    pub pool_timeouts: u64,
+}
+
+impl HyperTransport {
+    /// A builder with every default; see [`Builder`].
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    pub(crate) fn from_parts(
+        config: Config,
+        observer: Arc<dyn PoolObserver>,
+        #[cfg(feature = "rustls")] tls: crate::tls::Tls,
+    ) -> Self {
+        let hosts = Arc::new(Hosts::new(observer, config.max_connections_per_host));
+        let connector = Connector::new(
+            &config,
+            hosts.clone(),
+            #[cfg(feature = "rustls")]
+            tls,
+        );
+        let mut b = Client::builder(TokioExecutor::new());
+        b.pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_max_idle_per_host(config.pool_max_idle_per_host);
+        #[cfg(feature = "http2")]
+        b.http2_only(config.http2_prior_knowledge);
+        let client = b.build(connector);
+        Self {
+            inner: Arc::new(Inner {
+                client,
+                hosts,
+                config,
+            }),
+        }
+    }
+
+    /// The validated configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Current counters; a handful of atomic loads and one short read lock.
+    pub fn snapshot(&self) -> TransportSnapshot {
+        let stats = &self.inner.hosts.stats;
+        TransportSnapshot {
+            requests: stats.requests.load(Ordering::Relaxed),
+            connections_opened: stats.connections_opened.load(Ordering::Relaxed),
+            connections_closed: stats.connections_closed.load(Ordering::Relaxed),
+            connections_open: self.inner.hosts.sum(|h| h.open.load(Ordering::Relaxed)),
+            permits_in_use: self.pool_permits_in_use(),
+            pool_timeouts: stats.pool_timeouts.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Per-host connection slots taken now, over all hosts. Each open
+    /// connection holds one for its whole life (idle in the pool included),
+    /// and so does each connect in flight; nothing else can. Once the pool
+    /// is empty and no connect is running, this is zero.
+    pub fn pool_permits_in_use(&self) -> usize {
+        self.inner.hosts.sum(HostState::permits_in_use)
+    }
+}
+
+impl<B> Transport<B> for HyperTransport
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Body = HyperBody;
+    type Error = HyperError;
+
+    fn send(
+        &self,
+        req: Request<B>,
+    ) -> impl Future<Output = Result<Response<HyperBody>, HyperError>> + Send {
+        self.inner.send(req)
+    }
+}
+
+impl Inner {
+    fn send<B>(&self, mut req: Request<B>) -> ResponseFuture
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let host = match self.host_of(req.uri()) {
+            Ok(host) => host,
+            Err(e) => return ResponseFuture::failed(e),
+        };
+        self.hosts.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let limits = Limits {
+            read_timeout: self.config.read_timeout,
+            deadline: Deadline::of(&req).map(Deadline::instant),
+        };
+        let capture = capture_connection(&mut req);
+        let req = req.map(|b| b.map_err(Into::into).boxed_unsync());
+        let response = self.client.request(req);
+        ResponseFuture::start(response, capture, host, limits, self.config.max_body)
+    }
+
+    /// The host state for `uri`, or why the request cannot be sent.
+    fn host_of(&self, uri: &Uri) -> Result<Arc<HostState>, HyperError> {
+        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+            return Err(HyperError::new(
+                ErrorKind::InvalidRequest,
+                &uri.to_string(),
+                false,
+                Some("the URI must be absolute: scheme://host[:port]/path".into()),
+            ));
+        };
+        if *scheme == Scheme::HTTPS {
+            #[cfg(not(feature = "rustls"))]
+            return Err(crate::connect::https_unsupported(&format!(
+                "https://{authority}"
+            )));
+        } else if *scheme != Scheme::HTTP {
+            return Err(HyperError::new(
+                ErrorKind::InvalidRequest,
+                &format!("{scheme}://{authority}"),
+                false,
+                Some(format!("unsupported scheme {scheme:?}: use http or https").into()),
+            ));
+        }
+        Ok(self.hosts.get(scheme, authority))
+    }
+}
+
+/// A failure after the request was handed to a connection: it may have
+/// reached the server. Tells a broken write from a broken read by which
+/// direction of the socket failed first, and makes sure the chain holds an
+/// `io::Error` that [`steadfast_core::ErrorClass`] reads as a reset.
+pub(crate) fn failed_in_flight(
+    host: &HostState,
+    conn: Option<&ConnShared>,
+    err: BoxError,
+) -> HyperError {
+    let hyper_err = find_in_chain::<hyper::Error>(&*err);
+    if let Some(h) = hyper_err {
+        if h.is_parse() || h.is_parse_status() {
+            return HyperError::new(ErrorKind::Protocol, &host.key, true, Some(err));
+        }
+        if h.is_user() {
+            use std::error::Error as _;
+            let kind = if h.source().is_some() {
+                ErrorKind::RequestBody
+            } else {
+                ErrorKind::InvalidRequest
+            };
+            return HyperError::new(kind, &host.key, true, Some(err));
+        }
+    }
+    let kind = if conn.is_some_and(ConnShared::write_failed) {
+        ErrorKind::Write
+    } else {
+        ErrorKind::Read
+    };
+    let source: BoxError = if find_in_chain::<std::io::Error>(&*err).is_some() {
+        err
+    } else {
+        let io_kind = if hyper_err.is_some_and(hyper::Error::is_incomplete_message) {
+            std::io::ErrorKind::UnexpectedEof
+        } else {
+            std::io::ErrorKind::ConnectionReset
+        };
+        Box::new(std::io::Error::new(io_kind, err))
+    };
+    HyperError::new(kind, &host.key, true, Some(source))
+}

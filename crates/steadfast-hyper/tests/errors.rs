@@ -1,0 +1,285 @@
+//! Each timeout phase and each broken exchange, against the loopback
+//! FaultServer, reported as that phase with the right retry hint.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{get, read_all};
+use steadfast_core::{Deadline, ErrorClass, TimeoutPhase, Transport};
+use steadfast_hyper::{ErrorKind, HyperTransport};
+use steadfast_testkit::FaultServer;
+
+fn transport() -> steadfast_hyper::Builder {
+    HyperTransport::builder()
+}
+
+#[tokio::test]
+async fn read_timeout_fires_while_waiting_for_the_head() {
+    let server = FaultServer::start().await;
+    let t = transport()
+        .read_timeout(Duration::from_millis(150))
+        .build()
+        .unwrap();
+    let err = t.send(get(&server.url("/slow?ms=5000"))).await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::Timeout(TimeoutPhase::Read),
+        "{err:?}"
+    );
+    assert_eq!(
+        ErrorClass::of(&err),
+        ErrorClass::Timeout(Some(TimeoutPhase::Read))
+    );
+    assert!(err.may_have_reached_server());
+    assert!(
+        err.to_string().contains(&server.base_url().to_string()),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn read_timeout_fires_between_body_frames() {
+    let server = FaultServer::start().await;
+    let t = transport()
+        .read_timeout(Duration::from_millis(150))
+        .build()
+        .unwrap();
+    // The head comes at once; the chunks are 2 s apart.
+    let res = t
+        .send(get(
+            &server.url("/drip?chunks=3&interval_ms=2000&chunk_size=8")
+        ))
+        .await
+        .expect("the head arrives within the read timeout");
+    assert_eq!(res.status(), 200);
+    let err = read_all(res.into_body()).await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::Timeout(TimeoutPhase::Read),
+        "{err:?}"
+    );
+    assert!(err.may_have_reached_server());
+}
+
+#[tokio::test]
+async fn a_slow_body_within_the_read_timeout_completes() {
+    let server = FaultServer::start().await;
+    let t = transport()
+        .read_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let res = t
+        .send(get(
+            &server.url("/drip?chunks=4&interval_ms=30&chunk_size=8")
+        ))
+        .await
+        .unwrap();
+    assert_eq!(read_all(res.into_body()).await.unwrap().len(), 32);
+}
+
+#[tokio::test]
+async fn connect_timeout_fires_when_the_server_never_accepts() {
+    let hole = common::blackhole().await;
+    let t = transport()
+        .connect_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let err = t
+        .send(get(&format!("http://{}/", hole.addr)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::Timeout(TimeoutPhase::Connect),
+        "{err:?}"
+    );
+    assert!(!err.may_have_reached_server());
+    assert!(ErrorClass::of(&err).request_not_sent());
+    assert_eq!(
+        t.pool_permits_in_use(),
+        0,
+        "the failed connect gave its slot back"
+    );
+}
+
+#[tokio::test]
+async fn pool_timeout_names_the_host_and_the_counts() {
+    let server = FaultServer::start().await;
+    let t = transport()
+        .max_connections_per_host(1)
+        .pool_acquire_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let busy = tokio::spawn({
+        let t = t.clone();
+        let url = server.url("/slow?ms=1500");
+        async move { t.send(get(&url)).await.map(|r| r.status()) }
+    });
+    // Wait until the only slot is taken by the slow request.
+    while t.snapshot().connections_open == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let err = t.send(get(&server.url("/status/200"))).await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::PoolTimeout { open: 1, max: 1 },
+        "{err:?}"
+    );
+    assert_eq!(err.timeout_phase(), Some(TimeoutPhase::PoolAcquire));
+    assert!(!err.may_have_reached_server());
+    assert!(err.to_string().contains("1 of 1"), "{err}");
+    assert!(err.to_string().contains(server.base_url()), "{err}");
+    assert_eq!(t.snapshot().pool_timeouts, 1);
+    assert_eq!(
+        busy.await.unwrap().unwrap(),
+        200,
+        "the slow request was not disturbed"
+    );
+}
+
+#[tokio::test]
+async fn the_request_deadline_cuts_every_wait_short() {
+    let server = FaultServer::start().await;
+    let t = transport()
+        .read_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+
+    // While waiting for the head.
+    let mut req = get(&server.url("/slow?ms=5000"));
+    Deadline::after(Duration::from_millis(150)).apply(&mut req);
+    let err = t.send(req).await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::Timeout(TimeoutPhase::Total),
+        "{err:?}"
+    );
+    assert!(err.may_have_reached_server());
+
+    // Between body frames.
+    let mut req = get(&server.url("/drip?chunks=3&interval_ms=2000&chunk_size=8"));
+    Deadline::after(Duration::from_millis(300)).apply(&mut req);
+    let res = t.send(req).await.unwrap();
+    let err = read_all(res.into_body()).await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::Timeout(TimeoutPhase::Total),
+        "{err:?}"
+    );
+
+    // Before a connection is even assigned: nothing was sent.
+    let hole = common::blackhole().await;
+    let mut req = get(&format!("http://{}/", hole.addr));
+    Deadline::after(Duration::from_millis(100)).apply(&mut req);
+    let err = t.send(req).await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::Timeout(TimeoutPhase::Total),
+        "{err:?}"
+    );
+    assert!(!err.may_have_reached_server());
+}
+
+#[tokio::test]
+async fn a_reset_mid_body_is_a_typed_read_error() {
+    let server = FaultServer::start().await;
+    let t = transport().build().unwrap();
+    let res = t.send(get(&server.url("/reset?after=100"))).await.unwrap();
+    let err = read_all(res.into_body()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Read, "{err:?}");
+    assert_eq!(ErrorClass::of(&err), ErrorClass::Reset, "{err:?}");
+    assert!(err.may_have_reached_server());
+}
+
+#[tokio::test]
+async fn a_truncated_body_is_a_typed_read_error() {
+    let server = FaultServer::start().await;
+    let t = transport().build().unwrap();
+    let res = t.send(get(&server.url("/truncated"))).await.unwrap();
+    let err = read_all(res.into_body()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Read, "{err:?}");
+    assert_eq!(ErrorClass::of(&err), ErrorClass::Reset, "{err:?}");
+}
+
+#[tokio::test]
+async fn max_body_stops_a_large_response() {
+    let server = FaultServer::start().await;
+    let t = transport().max_body(1000).build().unwrap();
+    // Announced by Content-Length: refused before reading.
+    let res = t.send(get(&server.url("/bytes/5000"))).await.unwrap();
+    let err = read_all(res.into_body()).await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::BodyTooLarge { limit: 1000 },
+        "{err:?}"
+    );
+    // Within the limit: fine.
+    let res = t.send(get(&server.url("/bytes/1000"))).await.unwrap();
+    assert_eq!(read_all(res.into_body()).await.unwrap().len(), 1000);
+}
+
+#[tokio::test]
+async fn refused_connections_are_connect_errors_that_never_reached_the_server() {
+    // Bind then drop: nothing listens on that port any more.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let t = transport().build().unwrap();
+    let err = t.send(get(&format!("http://{addr}/"))).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Connect, "{err:?}");
+    assert_eq!(ErrorClass::of(&err), ErrorClass::Connect);
+    assert!(!err.may_have_reached_server());
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_before_anything_happens() {
+    let t = transport().build().unwrap();
+    let err = t.send(get("/relative/path")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidRequest);
+    let err = t.send(get("ftp://example.test/")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidRequest);
+    assert!(!err.may_have_reached_server());
+    assert_eq!(t.snapshot().requests, 0);
+}
+
+#[cfg(not(feature = "rustls"))]
+#[tokio::test]
+async fn https_without_the_rustls_feature_says_so() {
+    let t = transport().build().unwrap();
+    let err = t.send(get("https://example.test/")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidRequest);
+    let source = std::error::Error::source(&err).unwrap().to_string();
+    assert!(source.contains("rustls"), "{source}");
+}
+
+#[tokio::test]
+async fn request_bodies_of_every_kind_are_sent() {
+    use http_body_util::Full;
+    use steadfast_core::ReplayBody;
+
+    let server = FaultServer::start().await;
+    let t = transport().build().unwrap();
+    let echo = |res: http::Response<steadfast_hyper::HyperBody>| async move {
+        let body = read_all(res.into_body()).await.unwrap();
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()["body"].clone()
+    };
+
+    let req = http::Request::post(server.url("/echo"))
+        .body(Full::new(bytes::Bytes::from_static(b"full")))
+        .unwrap();
+    assert_eq!(echo(t.send(req).await.unwrap()).await, "full");
+
+    let req = http::Request::post(server.url("/echo"))
+        .body(ReplayBody::new(
+            Full::new(bytes::Bytes::from_static(b"replay")),
+            1024,
+        ))
+        .unwrap();
+    assert_eq!(echo(t.send(req).await.unwrap()).await, "replay");
+
+    let res = t.send(get(&server.url("/echo"))).await.unwrap();
+    assert_eq!(echo(res).await, "");
+}

@@ -1,0 +1,208 @@
+//! TLS (rustls) and HTTP/2 over loopback, against a local server with a
+//! certificate generated for the test run. Never the internet.
+#![cfg(feature = "rustls")]
+
+mod common;
+
+use std::time::Duration;
+
+use common::tls::{Mode, pki, server};
+use common::{get, read_all};
+use steadfast_core::{ErrorClass, TimeoutPhase, Transport};
+#[cfg(feature = "http2")]
+use steadfast_hyper::ConnectionInfo;
+use steadfast_hyper::{ErrorKind, HyperTransport};
+
+#[tokio::test]
+async fn https_with_a_custom_root_over_http1() {
+    let pki = pki();
+    let addr = server(&pki, &[b"http/1.1"], Mode::Serve).await;
+    let t = HyperTransport::builder()
+        .add_root_certificate(pki.ca.clone())
+        .build()
+        .unwrap();
+    for host in ["localhost", "127.0.0.1"] {
+        let res = t
+            .send(get(&format!("https://{host}:{}/", addr.port())))
+            .await
+            .unwrap();
+        assert_eq!(res.version(), http::Version::HTTP_11);
+        assert_eq!(read_all(res.into_body()).await.unwrap(), "HTTP/1.1");
+    }
+}
+
+#[cfg(feature = "http2")]
+#[tokio::test]
+async fn alpn_negotiates_http2_and_multiplexes_one_connection() {
+    let pki = pki();
+    let addr = server(&pki, &[b"h2", b"http/1.1"], Mode::Serve).await;
+    let t = HyperTransport::builder()
+        .add_root_certificate(pki.ca.clone())
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{}/", addr.port());
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let t = t.clone();
+            let url = url.clone();
+            tokio::spawn(async move {
+                let res = t.send(get(&url)).await.unwrap();
+                let id = res.extensions().get::<ConnectionInfo>().unwrap().id();
+                assert_eq!(res.version(), http::Version::HTTP_2);
+                assert_eq!(read_all(res.into_body()).await.unwrap(), "HTTP/2.0");
+                id
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for task in tasks {
+        ids.push(task.await.unwrap());
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(
+        ids.len(),
+        1,
+        "HTTP/2 requests share one connection: {ids:?}"
+    );
+    // A burst of first requests races to connect before ALPN has said h2
+    // (hyper-util's design); the extra connections close at once.
+    assert_eq!(t.snapshot().connections_open, 1, "{:?}", t.snapshot());
+    assert_eq!(t.pool_permits_in_use(), 1);
+}
+
+#[cfg(feature = "http2")]
+#[tokio::test]
+async fn http1_only_keeps_http1_even_when_the_server_offers_h2() {
+    let pki = pki();
+    let addr = server(&pki, &[b"h2", b"http/1.1"], Mode::Serve).await;
+    let t = HyperTransport::builder()
+        .add_root_certificate(pki.ca.clone())
+        .http1_only()
+        .build()
+        .unwrap();
+    let res = t
+        .send(get(&format!("https://localhost:{}/", addr.port())))
+        .await
+        .unwrap();
+    assert_eq!(res.version(), http::Version::HTTP_11);
+}
+
+#[cfg(feature = "http2")]
+#[tokio::test]
+async fn h2c_prior_knowledge_against_the_fault_server() {
+    let fault = steadfast_testkit::FaultServer::start().await;
+    let t = HyperTransport::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let res = t.send(get(&fault.url("/bytes/1000"))).await.unwrap();
+    assert_eq!(res.version(), http::Version::HTTP_2);
+    assert_eq!(read_all(res.into_body()).await.unwrap().len(), 1000);
+
+    // Timeouts keep their phases over HTTP/2 streams.
+    let t = HyperTransport::builder()
+        .http2_prior_knowledge()
+        .read_timeout(Duration::from_millis(150))
+        .build()
+        .unwrap();
+    let err = t.send(get(&fault.url("/slow?ms=5000"))).await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::Timeout(TimeoutPhase::Read),
+        "{err:?}"
+    );
+    let res = t
+        .send(get(
+            &fault.url("/drip?chunks=3&interval_ms=2000&chunk_size=8")
+        ))
+        .await
+        .unwrap();
+    let err = read_all(res.into_body()).await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::Timeout(TimeoutPhase::Read),
+        "{err:?}"
+    );
+    // A reset stream is a read error.
+    let res = t.send(get(&fault.url("/reset?after=10"))).await.unwrap();
+    let err = read_all(res.into_body()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Read, "{err:?}");
+}
+
+#[tokio::test]
+async fn an_untrusted_certificate_is_a_tls_error() {
+    let pki = pki();
+    let addr = server(&pki, &[b"http/1.1"], Mode::Serve).await;
+    let other = common::tls::pki();
+    let t = HyperTransport::builder()
+        .add_root_certificate(other.ca)
+        .build()
+        .unwrap();
+    let err = t
+        .send(get(&format!("https://localhost:{}/", addr.port())))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Tls, "{err:?}");
+    assert!(!err.may_have_reached_server());
+    assert_eq!(ErrorClass::of(&err), ErrorClass::Connect);
+    assert!(err.to_string().contains("TLS handshake"), "{err}");
+    assert_eq!(t.pool_permits_in_use(), 0);
+}
+
+#[tokio::test]
+async fn a_stalled_handshake_is_a_connect_timeout() {
+    let pki = pki();
+    let addr = server(&pki, &[b"http/1.1"], Mode::Stall).await;
+    let t = HyperTransport::builder()
+        .add_root_certificate(pki.ca.clone())
+        .connect_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let err = t
+        .send(get(&format!("https://localhost:{}/", addr.port())))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::Timeout(TimeoutPhase::Connect),
+        "{err:?}"
+    );
+    assert!(!err.may_have_reached_server());
+}
+
+#[cfg(not(any(feature = "webpki-roots", feature = "native-roots")))]
+#[tokio::test]
+async fn without_any_root_https_fails_with_a_clear_tls_error() {
+    let pki = pki();
+    let addr = server(&pki, &[b"http/1.1"], Mode::Serve).await;
+    let t = HyperTransport::builder().build().unwrap();
+    let err = t
+        .send(get(&format!("https://localhost:{}/", addr.port())))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Tls);
+    let mut chain = Vec::new();
+    let mut cur: Option<&dyn std::error::Error> = Some(&err);
+    while let Some(e) = cur {
+        chain.push(e.to_string());
+        cur = e.source();
+    }
+    assert!(
+        chain.iter().any(|m| m.contains("no trusted TLS root")),
+        "{chain:?}"
+    );
+}
+
+#[cfg(feature = "webpki-roots")]
+#[tokio::test]
+async fn webpki_roots_alone_do_not_trust_a_private_ca() {
+    let pki = pki();
+    let addr = server(&pki, &[b"http/1.1"], Mode::Serve).await;
+    let t = HyperTransport::builder().build().unwrap();
+    let err = t
+        .send(get(&format!("https://localhost:{}/", addr.port())))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Tls, "{err:?}");
+}

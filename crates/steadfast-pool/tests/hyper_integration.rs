@@ -1,0 +1,329 @@
+//! PoolStats fed by the real HyperTransport against the loopback
+//! FaultServer: 10,000 requests at concurrency 200, 30 % of them cancelled
+//! at random points, and the pool comes back clean: nothing in use, the cap
+//! held, idle connections reused, a following burst served without a pool
+//! timeout, and the counters agree with the server's own.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use steadfast_core::Transport;
+use steadfast_hyper::HyperTransport;
+use steadfast_pool::{LeakDetector, PoolStats};
+use steadfast_testkit::FaultServer;
+use tokio::time::Instant;
+
+const REQUESTS: u64 = 10_000;
+const CONCURRENCY: u64 = 200;
+const CAP: usize = 32;
+
+fn get(url: &str) -> http::Request<Empty<Bytes>> {
+    http::Request::get(url).body(Empty::new()).unwrap()
+}
+
+/// A tiny deterministic generator for the cancellation points.
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// What one request does; 10 % each of the three cancellations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    /// Dropped before it is sent: never polled, or timed out within the
+    /// first moments (usually while waiting for a connection).
+    CancelBeforeSend,
+    /// Sent to a route that delays its head, dropped while waiting for it.
+    CancelWaitingForHeaders,
+    /// A dripping body, dropped after a few frames.
+    CancelMidBody,
+    /// Read to the end.
+    Complete,
+}
+
+#[derive(Default)]
+struct Tally {
+    cancelled: [AtomicU64; 3],
+    completed: AtomicU64,
+}
+
+async fn one_request(
+    t: &HyperTransport,
+    server: &FaultServer,
+    plan: Plan,
+    rng: &mut Lcg,
+    tally: &Tally,
+) {
+    match plan {
+        Plan::CancelBeforeSend => {
+            let work = t.send(get(&server.url("/bytes/512")));
+            if rng.below(2) == 0 {
+                drop(work);
+            } else {
+                let at = Duration::from_micros(rng.below(200));
+                let _ = tokio::time::timeout(at, work).await;
+            }
+            tally.cancelled[0].fetch_add(1, Ordering::Relaxed);
+        }
+        Plan::CancelWaitingForHeaders => {
+            let work = t.send(get(&server.url("/slow?ms=30")));
+            let at = Duration::from_millis(1 + rng.below(20));
+            let finished = tokio::time::timeout(at, work).await.is_ok();
+            assert!(!finished, "the head comes after 30 ms, the cancel before");
+            tally.cancelled[1].fetch_add(1, Ordering::Relaxed);
+        }
+        Plan::CancelMidBody => {
+            let url = server.url("/drip?chunks=8&interval_ms=1&chunk_size=256");
+            let res = t.send(get(&url)).await.expect("drip head");
+            let mut body = res.into_body();
+            for _ in 0..=rng.below(3) {
+                body.frame().await.expect("a frame").expect("a good frame");
+            }
+            drop(body);
+            tally.cancelled[2].fetch_add(1, Ordering::Relaxed);
+        }
+        Plan::Complete => {
+            let res = t
+                .send(get(&server.url("/bytes/512")))
+                .await
+                .expect("response");
+            let body = res.into_body().collect().await.expect("body").to_bytes();
+            assert_eq!(body.len(), 512);
+            tally.completed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Runs `total` requests on `CONCURRENCY` workers.
+async fn burst(
+    t: &HyperTransport,
+    server: &Arc<FaultServer>,
+    total: u64,
+    plan: fn(&mut Lcg) -> Plan,
+    tally: &Arc<Tally>,
+) {
+    let next = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..CONCURRENCY)
+        .map(|_| {
+            let (t, server, next, tally) = (t.clone(), server.clone(), next.clone(), tally.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= total {
+                        break;
+                    }
+                    let mut rng = Lcg(0x5eed_0000 ^ i);
+                    let plan = plan(&mut rng);
+                    one_request(&t, &server, plan, &mut rng, &tally).await;
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+}
+
+/// Polls until `done` holds or ten seconds pass (real time: the server is real).
+async fn settle(mut done: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_requests_with_30_percent_cancelled_leave_a_clean_pool() {
+    let server = Arc::new(FaultServer::start().await);
+    let stats = PoolStats::new();
+    let detector = LeakDetector::builder(stats.clone())
+        .threshold(Duration::from_secs(5))
+        .quiescence(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let t = HyperTransport::builder()
+        .max_connections_per_host(CAP)
+        .pool_observer(stats.clone())
+        .build()
+        .unwrap();
+    let tally = Arc::new(Tally::default());
+    burst(
+        &t,
+        &server,
+        REQUESTS,
+        |rng| match rng.below(10) {
+            0 => Plan::CancelBeforeSend,
+            1 => Plan::CancelWaitingForHeaders,
+            2 => Plan::CancelMidBody,
+            _ => Plan::Complete,
+        },
+        &tally,
+    )
+    .await;
+    let cancelled: u64 = tally
+        .cancelled
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .sum();
+    assert!(
+        (2_700..=3_300).contains(&cancelled),
+        "about 30 % cancelled, got {cancelled}"
+    );
+
+    check_clean_pool(&stats, &server, &tally).await;
+
+    // The leak detector agrees: nothing held, nothing stuck.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    detector.check(Instant::now());
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let report = detector.check(Instant::now());
+    assert!(report.is_empty(), "{report}");
+
+    follow_up_burst(&t, &server, &stats).await;
+}
+
+/// After the cancelled burst: nothing in use, the cap held, idle connections
+/// reused, and the counters agree with the server's.
+async fn check_clean_pool(stats: &PoolStats, server: &FaultServer, tally: &Tally) {
+    let key = server.base_url();
+    // Connections killed by a cancellation close asynchronously; wait for
+    // the client and the server to agree.
+    settle(|| {
+        let h = stats.host_snapshot(key).unwrap();
+        h.in_use == 0 && h.open == server.stats().connections_open
+    })
+    .await;
+    let h = stats.host_snapshot(key).unwrap();
+    let server_stats = server.stats();
+    eprintln!(
+        "after the burst:\n{}\nserver: {server_stats:?}",
+        stats.snapshot()
+    );
+
+    assert_eq!(
+        h.in_use, 0,
+        "a cancelled request kept its connection: {h:?}"
+    );
+    assert_eq!(h.waiting, 0);
+    assert_eq!(h.acquired_total(), h.released_total);
+    // The cap, as the client's connection IO saw it. (The server's own
+    // high-water mark can exceed it: it learns of a close one FIN later.)
+    assert!(
+        h.open <= CAP as u64 && h.peak_open <= CAP as u64,
+        "cap {CAP}: {h:?}"
+    );
+    // The counters agree with the server's own: the same connections are
+    // open now. The server may have accepted a few more than the client
+    // opened: a request dropped mid-connect abandons a finished handshake
+    // that the client never got to use (exact agreement is checked on the
+    // burst without cancellations below).
+    assert_eq!(h.open, server_stats.connections_open);
+    let abandoned = server_stats.connections_accepted - h.opened_total;
+    assert!(
+        h.opened_total <= server_stats.connections_accepted
+            && abandoned <= tally.cancelled[0].load(Ordering::Relaxed) / 10,
+        "client opened {}, server accepted {}",
+        h.opened_total,
+        server_stats.connections_accepted
+    );
+    assert_eq!(h.timed_out_total, 0);
+    // Idle connections are reused. An HTTP/1 connection whose response was
+    // abandoned half-way (headers or body) cannot be, and is closed: those
+    // are the only closes, and every acquire reused a pooled connection
+    // unless it replaced one of them (or filled the pool up to the cap).
+    let killed =
+        tally.cancelled[1].load(Ordering::Relaxed) + tally.cancelled[2].load(Ordering::Relaxed);
+    assert!(
+        h.closed_total <= killed,
+        "{} closes for {killed} abandoned responses",
+        h.closed_total
+    );
+    assert!(
+        h.reused_total + h.closed_total + CAP as u64 >= h.acquired_total(),
+        "an acquire opened a connection while an idle one was there: {h:?}"
+    );
+    eprintln!(
+        "reused {} of {} acquires ({:.1} %), {} connections closed by {killed} abandoned responses",
+        h.reused_total,
+        h.acquired_total(),
+        h.reuse_ratio() * 100.0,
+        h.closed_total,
+    );
+}
+
+/// A following burst is served entirely from the pool, without a timeout.
+async fn follow_up_burst(t: &HyperTransport, server: &Arc<FaultServer>, stats: &PoolStats) {
+    let key = server.base_url();
+    let before = stats.host_snapshot(key).unwrap();
+    let accepted_before = server.stats().connections_accepted;
+    let tally = Arc::new(Tally::default());
+    burst(t, server, 2_000, |_| Plan::Complete, &tally).await;
+    assert_eq!(tally.completed.load(Ordering::Relaxed), 2_000);
+    let after = stats.host_snapshot(key).unwrap();
+    assert_eq!(after.timed_out_total, 0);
+    assert_eq!(after.failed_total, before.failed_total);
+    assert_eq!(after.acquired_total() - before.acquired_total(), 2_000);
+    assert!(after.peak_open <= CAP as u64);
+    // With no cancellation, reuse is near total: at most the connections
+    // missing up to the cap are opened.
+    let reused = after.reused_total - before.reused_total;
+    assert_eq!(
+        after.opened_total - before.opened_total,
+        server.stats().connections_accepted - accepted_before,
+        "without cancellations, every connection the server accepted was opened by the client"
+    );
+    assert!(reused > 1_800, "reused {reused} of 2000 requests");
+    eprintln!(
+        "follow-up burst: reused {reused} of 2000 requests\n{}",
+        stats.snapshot()
+    );
+}
+
+#[tokio::test]
+async fn a_body_held_unread_past_the_threshold_is_reported() {
+    const THRESHOLD: Duration = Duration::from_millis(500);
+    let server = FaultServer::start().await;
+    let stats = PoolStats::new();
+    let detector = LeakDetector::builder(stats.clone())
+        .threshold(THRESHOLD)
+        .build()
+        .unwrap();
+    let t = HyperTransport::builder()
+        .pool_observer(stats.clone())
+        .build()
+        .unwrap();
+    let key = server.base_url();
+
+    let res = t.send(get(&server.url("/bytes/1000"))).await.unwrap();
+    let conn = res
+        .extensions()
+        .get::<steadfast_hyper::ConnectionInfo>()
+        .unwrap()
+        .id();
+    assert!(detector.check(Instant::now()).is_empty());
+
+    tokio::time::sleep(THRESHOLD + Duration::from_millis(100)).await;
+    let report = detector.check(Instant::now());
+    assert_eq!(report.held.len(), 1, "{report}");
+    let held = &report.held[0];
+    assert_eq!((held.host.as_str(), held.connection), (key, conn));
+    assert!(held.age >= THRESHOLD);
+    assert_eq!(stats.host_snapshot(key).unwrap().held_too_long_total, 1);
+
+    // Dropping the body gives the connection back: nothing left to report.
+    drop(res);
+    assert!(detector.check(Instant::now()).is_empty());
+    assert_eq!(stats.host_snapshot(key).unwrap().in_use, 0);
+}
