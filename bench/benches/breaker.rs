@@ -34,6 +34,15 @@ impl Transport<()> for Noop {
 }
 
 /// Polls a future that must be ready at once.
+///
+/// Always inlined, so that every future is polled in its own benchmark's
+/// frame, as `.await` polls it in its caller's. Left to the inliner, an
+/// instantiation shared by several benchmarks (steadfast's three layers share
+/// one future type) is called out of line and pays a copy of the whole future
+/// that a future used by one benchmark does not: that measured the inliner's
+/// call-site count, not the breaker.
+#[allow(clippy::inline_always)]
+#[inline(always)]
 fn ready<F: Future>(f: F) -> F::Output {
     match pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
         Poll::Ready(out) => out,

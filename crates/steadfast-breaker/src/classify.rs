@@ -25,11 +25,12 @@ where
     #[inline]
     fn classify(&self, result: &Result<Response<RB>, E>) -> Outcome {
         match result {
+            // Successes first: the answer on the path of a healthy service.
             Ok(res) => match res.status().as_u16() {
+                ..400 | 600.. => Outcome::Success,
                 408 | 429 | 502..=504 => Outcome::RETRY,
                 400..=499 => Outcome::Rejected,
                 500..=599 => Outcome::Failure,
-                _ => Outcome::Success,
             },
             Err(e) => classify_error(e),
         }

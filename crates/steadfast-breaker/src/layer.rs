@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use crate::classify::BreakerClassifier;
 use crate::config::BreakerConfig;
 use crate::error::{BreakerError, BreakerOpen};
-use crate::future::{ResponseFuture, start_for};
+use crate::future::{Guard, ResponseFuture, start_for};
 use crate::registry::BreakerRegistry;
 use crate::state::{CircuitBreaker, Permit};
 
@@ -193,8 +193,8 @@ where
     type Body = T::Body;
     type Error = BreakerError<T::Error>;
 
-    // Measured: inlining `send` into the caller saves a move of the whole
-    // future (~30 instructions per call on a ready transport).
+    // Measured (callgrind, ready transport): inlined, the future is built
+    // where the caller keeps it; out of line, ~15 instructions more per call.
     #[allow(clippy::inline_always)]
     #[inline(always)]
     fn send(
@@ -203,23 +203,41 @@ where
     ) -> impl Future<Output = Result<Response<T::Body>, Self::Error>> + Send {
         // Admission is synchronous; only an admitted request is handed to the
         // inner transport. The clock is read only when the breaker is not
-        // closed or the registry meets a new key.
-        let permit = match &self.target {
-            Target::One(breaker) => breaker.try_acquire_with(Instant::now).map(Some),
+        // closed, measures latency, or the registry meets a new key.
+        let admitted = match &self.target {
+            Target::One(breaker) => match breaker.admit_closed() {
+                // The path of a healthy service, straight through.
+                Some(admitted) if !breaker.measures_latency() => {
+                    return ResponseFuture::Call {
+                        fut: self.inner.send(req),
+                        guard: Guard::Closed { breaker, admitted },
+                        classify: &*self.classify,
+                    };
+                }
+                Some(admitted) => Ok(Some(breaker.permit(admitted))),
+                None => acquire_not_closed(breaker).map(Some),
+            },
             Target::PerKey(registry) => acquire_per_key(registry, &req),
         };
-        match permit {
+        match admitted {
             Ok(permit) => ResponseFuture::Call {
-                start: start_for(permit.as_ref()),
-                // Built in place: the inner future (which holds the request)
-                // is the bulk of this future; moving it costs a memcpy.
+                guard: Guard::Permit {
+                    start: start_for(permit.as_ref()),
+                    permit,
+                },
                 fut: self.inner.send(req),
-                permit,
                 classify: &*self.classify,
             },
             Err(open) => ResponseFuture::Rejected { open: Some(open) },
         }
     }
+}
+
+/// Admission when the breaker is not closed, out of line.
+#[cold]
+#[inline(never)]
+fn acquire_not_closed(breaker: &CircuitBreaker) -> Result<Permit<'_>, BreakerOpen> {
+    breaker.try_acquire_with(Instant::now)
 }
 
 /// The registry's share of `send`, kept out of line so that the

@@ -225,8 +225,40 @@ impl CircuitBreaker {
         &self,
         clock: impl FnOnce() -> Instant,
     ) -> Result<Permit<'_>, BreakerOpen> {
-        let ticket = self.admit(clock)?;
-        Ok(Permit::new(Handle::Borrowed(self), ticket))
+        let word = self.admit(clock)?;
+        Ok(Permit::new(Handle::Borrowed(self), word))
+    }
+
+    /// The closed state's share of [`try_acquire`](Self::try_acquire):
+    /// admission if the breaker is closed, or `None` (ask `try_acquire`).
+    /// [`permit`](Self::permit) makes it a permit; until then there is
+    /// nothing to drop, should the caller unwind.
+    #[inline]
+    pub(crate) fn admit_closed(&self) -> Option<Admitted> {
+        let word = self.word.load(Ordering::Acquire);
+        (State::from_bits(word) == State::Closed).then_some(Admitted(word))
+    }
+
+    /// The permit for an admission of this breaker's (which it uses up).
+    #[allow(clippy::needless_pass_by_value)]
+    #[inline]
+    pub(crate) const fn permit(&self, admitted: Admitted) -> Permit<'_> {
+        Permit::new(Handle::Borrowed(self), admitted.0)
+    }
+
+    /// Records the outcome of a call admitted by [`admit_closed`](Self::admit_closed)
+    /// whose latency was not measured; a second report is ignored. A closed
+    /// admission dropped unreported needs nothing released, so it can stand
+    /// in for a permit where one would cost more than the call.
+    #[inline]
+    pub(crate) fn record_admitted(
+        &self,
+        admitted: &mut Admitted,
+        clock: impl FnOnce() -> Instant,
+        outcome: Outcome,
+    ) {
+        let word = std::mem::replace(&mut admitted.0, SPENT);
+        self.on_result(word, clock, outcome, None);
     }
 
     /// [`try_acquire`](Self::try_acquire) for a shared breaker, with a permit
@@ -245,21 +277,23 @@ impl CircuitBreaker {
         self: Arc<Self>,
         clock: impl FnOnce() -> Instant,
     ) -> Result<Permit<'static>, BreakerOpen> {
-        let ticket = self.admit(clock)?;
-        Ok(Permit::new(Handle::Owned(self), ticket))
+        let word = self.admit(clock)?;
+        Ok(Permit::new(Handle::Owned(self), word))
     }
 
+    /// Admits a call: the word (generation and state) its permit carries,
+    /// whose state also says what kind of call it is ([`Kind::of`]).
     #[inline]
-    fn admit(&self, clock: impl FnOnce() -> Instant) -> Result<Ticket, BreakerOpen> {
+    fn admit(&self, clock: impl FnOnce() -> Instant) -> Result<u64, BreakerOpen> {
         let word = self.word.load(Ordering::Acquire);
         if State::from_bits(word) == State::Closed {
-            return Ok(Ticket::new(word, Kind::Closed));
+            return Ok(word);
         }
         self.acquire_slow(word, clock())
     }
 
     #[cold]
-    fn acquire_slow(&self, word: u64, now: Instant) -> Result<Ticket, BreakerOpen> {
+    fn acquire_slow(&self, word: u64, now: Instant) -> Result<u64, BreakerOpen> {
         match State::from_bits(word) {
             State::Open => {
                 let until = self.open_until.load(Ordering::Relaxed);
@@ -277,10 +311,10 @@ impl CircuitBreaker {
         result
     }
 
-    fn acquire_locked(&self, now: Instant, pending: &mut Pending) -> Result<Ticket, BreakerOpen> {
+    fn acquire_locked(&self, now: Instant, pending: &mut Pending) -> Result<u64, BreakerOpen> {
         let mut ctl = self.lock();
         match ctl.state {
-            State::Closed => return Ok(Ticket::new(Self::word_of(&ctl), Kind::Closed)),
+            State::Closed => return Ok(Self::word_of(&ctl)),
             State::Isolated => {
                 drop(ctl);
                 return Err(self.reject(self.params.base_break, State::Isolated));
@@ -314,7 +348,7 @@ impl CircuitBreaker {
                 stages,
             } => {
                 if self.advance_stage(&mut ctl, now, *stage_duration, stages.len(), pending) {
-                    return Ok(Ticket::new(Self::word_of(&ctl), Kind::Closed));
+                    return Ok(Self::word_of(&ctl)); // closed: an ordinary call
                 }
                 let idle = ctl.probes_out == 0;
                 let p = &mut ctl.probing;
@@ -331,7 +365,7 @@ impl CircuitBreaker {
         };
         if admitted {
             ctl.probes_out += 1;
-            return Ok(Ticket::new(Self::word_of(&ctl), Kind::Probe));
+            return Ok(Self::word_of(&ctl)); // half-open: a probe
         }
         let retry_after = match &self.config.half_open {
             HalfOpen::Progressive { stage_duration, .. } => {
@@ -393,45 +427,41 @@ impl CircuitBreaker {
         BreakerOpen::new(self.key.clone(), retry_after, state)
     }
 
+    /// Learns from the outcome of a call admitted with `word`, whose latency
+    /// is `None` when it was not measured (no slow-call detection).
     #[inline]
     fn on_result(
         &self,
         word: u64,
-        kind: Kind,
         clock: impl FnOnce() -> Instant,
         outcome: Outcome,
-        latency: Duration,
+        latency: Option<Duration>,
     ) {
         let failed = outcome.is_failure();
-        let slow = self.params.slow_threshold.is_some_and(|t| latency >= t);
+        let slow = latency.is_some_and(|l| self.params.slow_threshold.is_some_and(|t| l >= t));
         // The path of a healthy service, kept small enough to inline: a
         // success, closed, count window, same generation.
-        if kind == Kind::Closed
+        if State::from_bits(word) == State::Closed
             && !failed
             && !slow
             && let Window::Count(w) = &self.window
             && self.word.load(Ordering::Relaxed) == word
         {
-            w.record_healthy();
-            if self.consecutive.load(Ordering::Relaxed) != 0 {
+            // A window full of successes has no run of failures to end
+            // (failures join the run before the window: `record_closed`), so
+            // only a success that changes the window may have one to end.
+            if w.record_healthy() && self.consecutive.load(Ordering::Relaxed) != 0 {
                 self.consecutive.store(0, Ordering::Relaxed);
             }
             return;
         }
-        self.on_result_slow(word, kind, clock, failed, slow);
+        self.on_result_slow(word, clock, failed, slow);
     }
 
     #[inline(never)]
-    fn on_result_slow(
-        &self,
-        word: u64,
-        kind: Kind,
-        clock: impl FnOnce() -> Instant,
-        failed: bool,
-        slow: bool,
-    ) {
+    fn on_result_slow(&self, word: u64, clock: impl FnOnce() -> Instant, failed: bool, slow: bool) {
         let mut now = LazyNow::new(clock);
-        match kind {
+        match Kind::of(word) {
             Kind::Closed => self.record_closed(word, &mut now, failed, slow),
             Kind::Probe => self.record_probe(word, now.get(), failed, slow),
             Kind::Done => {}
@@ -453,7 +483,9 @@ impl CircuitBreaker {
         if !failed && !slow {
             // The healthy path: nothing can trip, so no counts are needed.
             match &self.window {
-                Window::Count(w) => w.record_healthy(),
+                Window::Count(w) => {
+                    w.record_healthy();
+                }
                 Window::Time(w) => {
                     let now = now.get(); // read the clock before taking the lock
                     lock(w).record(now, false, false);
@@ -464,13 +496,9 @@ impl CircuitBreaker {
             }
             return;
         }
-        let counts = match &self.window {
-            Window::Count(w) => w.record(failed, slow),
-            Window::Time(w) => {
-                let now = now.get();
-                lock(w).record(now, failed, slow)
-            }
-        };
+        // The run before the window: a success that finds a count window
+        // full of successes leaves the run alone (see `on_result`), which is
+        // sound only if no failure can add to the run after its slot is gone.
         let run = if failed {
             self.consecutive
                 .fetch_add(1, Ordering::Relaxed)
@@ -480,6 +508,13 @@ impl CircuitBreaker {
                 self.consecutive.store(0, Ordering::Relaxed);
             }
             0
+        };
+        let counts = match &self.window {
+            Window::Count(w) => w.record(failed, slow),
+            Window::Time(w) => {
+                let now = now.get();
+                lock(w).record(now, failed, slow)
+            }
         };
         if let Some(reason) = self.trip_reason(counts, run, failed, slow) {
             self.trip(word, now.get(), reason, counts);
@@ -846,18 +881,27 @@ enum Kind {
     Done,
 }
 
-/// What admission hands out: the generation and the kind of call.
-#[derive(Clone, Copy, Debug)]
-struct Ticket {
-    word: u64,
-    kind: Kind,
-}
-
-impl Ticket {
-    const fn new(word: u64, kind: Kind) -> Self {
-        Self { word, kind }
+impl Kind {
+    /// What a permit is for, read from the state in its word: permits are
+    /// issued closed (an ordinary call) or half-open (a probe), so any other
+    /// state marks a spent permit ([`SPENT`]).
+    #[inline]
+    const fn of(word: u64) -> Self {
+        match State::from_bits(word) {
+            State::Closed => Self::Closed,
+            State::HalfOpen => Self::Probe,
+            State::Open | State::Isolated => Self::Done,
+        }
     }
 }
+
+/// The word of a permit whose outcome is recorded.
+const SPENT: u64 = State::Open.bits();
+
+/// A call admitted by a closed breaker ([`CircuitBreaker::admit_closed`]):
+/// the word its permit would carry, or [`SPENT`] once recorded.
+#[derive(Debug)]
+pub(crate) struct Admitted(u64);
 
 /// A permit's way back to its breaker: borrowed, or shared ownership.
 enum Handle<'a> {
@@ -886,18 +930,15 @@ impl std::ops::Deref for Handle<'_> {
 #[must_use = "a permit does nothing unless its call's outcome is recorded"]
 pub struct Permit<'a> {
     breaker: Handle<'a>,
+    /// Generation and state at admission (which also give the kind of call,
+    /// [`Kind::of`]), or [`SPENT`].
     word: u64,
-    kind: Kind,
 }
 
 impl<'a> Permit<'a> {
     #[inline]
-    const fn new(breaker: Handle<'a>, ticket: Ticket) -> Self {
-        Self {
-            breaker,
-            word: ticket.word,
-            kind: ticket.kind,
-        }
+    const fn new(breaker: Handle<'a>, word: u64) -> Self {
+        Self { breaker, word }
     }
 
     /// The breaker that issued this permit.
@@ -907,7 +948,7 @@ impl<'a> Permit<'a> {
 
     /// `true` for a half-open probe.
     pub fn is_probe(&self) -> bool {
-        self.kind == Kind::Probe
+        Kind::of(self.word) == Kind::Probe
     }
 
     /// Reports the call's outcome, completed at `now` after `latency` (from
@@ -926,16 +967,28 @@ impl<'a> Permit<'a> {
         outcome: Outcome,
         latency: Duration,
     ) {
-        let kind = std::mem::replace(&mut self.kind, Kind::Done);
-        self.breaker
-            .on_result(self.word, kind, clock, outcome, latency);
+        self.settle(clock, outcome, Some(latency));
+    }
+
+    /// Records in place, with `latency: None` when it was not measured
+    /// (the breaker does not [measure latency](CircuitBreaker::measures_latency)).
+    /// The permit is spent: its drop does nothing more.
+    #[inline]
+    pub(crate) fn settle(
+        &mut self,
+        clock: impl FnOnce() -> Instant,
+        outcome: Outcome,
+        latency: Option<Duration>,
+    ) {
+        let word = std::mem::replace(&mut self.word, SPENT);
+        self.breaker.on_result(word, clock, outcome, latency);
     }
 }
 
 impl Drop for Permit<'_> {
     #[inline]
     fn drop(&mut self) {
-        if self.kind == Kind::Probe {
+        if Kind::of(self.word) == Kind::Probe {
             self.breaker.release();
         }
     }

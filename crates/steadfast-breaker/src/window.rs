@@ -77,6 +77,9 @@ const fn slot_value(failed: bool, slow: bool) -> u8 {
     PRESENT | ((failed as u8) << 1) | ((slow as u8) << 2)
 }
 
+/// A successful, fast call.
+const HEALTHY: u8 = slot_value(false, false);
+
 /// What a slot contributes to the packed counters.
 const CONTRIBUTION: [u64; 8] = {
     let mut t = [0u64; 8];
@@ -105,6 +108,8 @@ pub(crate) struct CountWindow {
     hot: Hot,
     slots: Box<[AtomicU8]>,
     size: u32,
+    /// The packed counters of a full window of successful, fast calls.
+    full_healthy: u64,
     // Lemire's fast modulus: `head % size` without a division.
     fastmod_m: u64,
 }
@@ -131,6 +136,7 @@ impl CountWindow {
             },
             slots: (0..size).map(|_| AtomicU8::new(0)).collect(),
             size,
+            full_healthy: CONTRIBUTION[usize::from(HEALTHY)] * u64::from(size),
             fastmod_m: fastmod_m(size),
         }
     }
@@ -138,16 +144,35 @@ impl CountWindow {
     /// Records one call and returns the counts including it.
     #[inline]
     pub(crate) fn record(&self, failed: bool, slow: bool) -> WindowCounts {
-        let packed = self
-            .place(slot_value(failed, slow))
-            .unwrap_or_else(|| self.hot.counts.load(Relaxed));
-        WindowCounts::unpack(packed)
+        let new = slot_value(failed, slow);
+        let moved = if new == HEALTHY && self.is_steady() {
+            None
+        } else {
+            self.place(new)
+        };
+        WindowCounts::unpack(moved.unwrap_or_else(|| self.hot.counts.load(Relaxed)))
     }
 
-    /// Records a successful, fast call: the caller needs no counts.
+    /// Records a successful, fast call; `false` if the window was already
+    /// full of them, and so unchanged.
     #[inline]
-    pub(crate) fn record_healthy(&self) {
-        self.place(slot_value(false, false));
+    pub(crate) fn record_healthy(&self) -> bool {
+        if self.is_steady() {
+            return false;
+        }
+        self.place(HEALTHY);
+        true
+    }
+
+    /// Whether the window is full of successful, fast calls: the steady
+    /// state of a healthy service, where every slot reads the same, so the
+    /// ring is the same after one more such call whichever slot it would
+    /// replace. Recording one then writes nothing, not even the head, and
+    /// the window's words stay shared in every core's cache. (Linearised at
+    /// this load: a racing writer's call lands after it.)
+    #[inline]
+    fn is_steady(&self) -> bool {
+        self.hot.counts.load(Relaxed) == self.full_healthy
     }
 
     /// Puts `new` in the next slot; returns the packed counters if they moved.
@@ -400,6 +425,38 @@ mod tests {
         assert_eq!(w.counts_at(t0 + Duration::from_secs(11)).calls, 0);
         // A late report for an expired bucket is dropped.
         assert_eq!(w.record(t0, true, false).calls, 0);
+    }
+
+    #[test]
+    fn a_full_window_of_successes_takes_more_without_a_write() {
+        let w = CountWindow::new(3);
+        // Filling the window writes; so does the first success after a failure.
+        assert!(w.record_healthy());
+        w.record(true, false);
+        for _ in 0..3 {
+            assert!(w.record_healthy());
+        }
+        let head = w.hot.head.load(Relaxed);
+        for _ in 0..10 {
+            assert!(!w.record_healthy());
+            assert_eq!(w.record(false, false).calls, 3);
+        }
+        assert_eq!(
+            w.hot.head.load(Relaxed),
+            head,
+            "the steady state moved the head"
+        );
+        assert_eq!(
+            w.counts(),
+            WindowCounts {
+                calls: 3,
+                failures: 0,
+                slow: 0
+            }
+        );
+        // A slow call still lands, in the slot the ring would have used.
+        assert_eq!(w.record(false, true).slow, 1);
+        assert!(w.record_healthy());
     }
 
     #[test]

@@ -420,6 +420,58 @@ proptest! {
     }
 }
 
+/// Successes that find the count window full of successes skip the reset
+/// of the run of failures; racing failures must never leave a run behind
+/// that such successes would then keep forever.
+#[test]
+fn a_run_of_failures_never_outlives_its_window() {
+    const SIZE: u32 = 8;
+    let breaker = Arc::new(CircuitBreaker::new(
+        BreakerConfig::builder()
+            .window(SlidingWindow::count(SIZE))
+            .minimum_calls(SIZE)
+            .failure_rate(1.0)
+            .consecutive_failures(None)
+            .build()
+            .unwrap(),
+    ));
+    let t0 = Instant::now();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let breaker = breaker.clone();
+            std::thread::spawn(move || {
+                for i in 0..20_000u32 {
+                    let outcome = if (i + t) % 17 == 0 {
+                        Outcome::Failure
+                    } else {
+                        Outcome::Success
+                    };
+                    breaker
+                        .try_acquire(t0)
+                        .unwrap()
+                        .record(t0, outcome, Duration::ZERO);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(breaker.state(), State::Closed);
+    for _ in 0..=SIZE {
+        breaker
+            .try_acquire(t0)
+            .unwrap()
+            .record(t0, Outcome::Success, Duration::ZERO);
+    }
+    let snap = breaker.snapshot();
+    assert_eq!(snap.consecutive_failures, 0);
+    assert_eq!(
+        (snap.window.calls, snap.window.failures, snap.window.slow),
+        (SIZE, 0, 0)
+    );
+}
+
 /// Many threads hammering a half-open breaker never have more than N probes
 /// out at once, and cancelled probes free their slots.
 #[test]
