@@ -14,6 +14,13 @@
 //! consumes it; that copy is the main cost on the success path, and it grows
 //! with the headers (a `HeaderMap` clone allocates). Both request shapes are
 //! measured: a bare one and one with four typical headers.
+//!
+//! Instructions per call, for callgrind: `RETRY_LOOP=<n>` runs the contenders
+//! whose name contains the first argument `n` times each, without criterion.
+//! Run it with n and 2n under `valgrind --tool=callgrind` and divide the
+//! difference of the totals by n:
+//!
+//! `RETRY_LOOP=2000 valgrind --tool=callgrind target/release/deps/retry-<hash> "defaults (bare"`
 
 use std::future::{Future, Ready, ready as ready_fut};
 use std::hint::black_box;
@@ -22,7 +29,8 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 use backon::{ExponentialBuilder, Retryable};
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion};
 use http::{Request, Response, Uri};
 use steadfast_backoff::{RetryConfig, RetryLayer};
 use steadfast_core::{Outcome, Transport, TransportExt};
@@ -128,27 +136,58 @@ fn server_error(r: &Result<Response<()>, io::Error>) -> Outcome {
     }
 }
 
-fn success_path(c: &mut Criterion) {
+/// Runs each contender: measured by criterion, or called in a plain loop.
+enum Runner<'a> {
+    Criterion(BenchmarkGroup<'a, WallTime>),
+    /// `calls` calls of each contender whose name contains `filter`.
+    Loop {
+        filter: String,
+        calls: u64,
+    },
+}
+
+impl Runner<'_> {
+    fn bench_function<R>(&mut self, name: String, mut call: impl FnMut() -> R) {
+        match self {
+            Self::Criterion(g) => {
+                g.bench_function(name, |b| b.iter(&mut call));
+            }
+            Self::Loop { filter, calls } => {
+                if name.contains(filter.as_str()) {
+                    for _ in 0..*calls {
+                        black_box(call());
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish(self) {
+        if let Self::Criterion(g) = self {
+            g.finish();
+        }
+    }
+}
+
+fn success_path(mut g: Runner<'_>) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let _guard = rt.enter();
     let uri = Uri::from_static("http://api.example.com/users");
-    let mut g = c.benchmark_group("retry_success_path");
 
     for (shape, headers) in [("bare request", false), ("4 headers", true)] {
         g.bench_function(
             format!("baseline: no-op transport, no retry ({shape})"),
-            |b| {
-                b.iter(|| ready(Noop.send(black_box(request(&uri, headers)))).unwrap());
-            },
+            || ready(Noop.send(black_box(request(&uri, headers)))).unwrap(),
         );
 
         let steadfast = Noop.with(RetryLayer::new(RetryConfig::default()));
-        g.bench_function(format!("steadfast: Retry layer, defaults ({shape})"), |b| {
-            b.iter(|| ready(steadfast.send(black_box(request(&uri, headers)))).unwrap());
-        });
+        g.bench_function(
+            format!("steadfast: Retry layer, defaults ({shape})"),
+            || ready(steadfast.send(black_box(request(&uri, headers)))).unwrap(),
+        );
 
         let same_check = Noop.with(RetryLayer::with_classifier(
             RetryConfig::default(),
@@ -156,7 +195,7 @@ fn success_path(c: &mut Criterion) {
         ));
         g.bench_function(
             format!("steadfast: Retry layer, 5xx classifier as the peers ({shape})"),
-            |b| b.iter(|| ready(same_check.send(black_box(request(&uri, headers)))).unwrap()),
+            || ready(same_check.send(black_box(request(&uri, headers)))).unwrap(),
         );
 
         let no_budget = Noop.with(RetryLayer::with_classifier(
@@ -165,39 +204,44 @@ fn success_path(c: &mut Criterion) {
         ));
         g.bench_function(
             format!("steadfast: Retry layer, 5xx classifier, no budget ({shape})"),
-            |b| b.iter(|| ready(no_budget.send(black_box(request(&uri, headers)))).unwrap()),
+            || ready(no_budget.send(black_box(request(&uri, headers)))).unwrap(),
         );
 
-        g.bench_function(format!("backon: Retryable, exponential ({shape})"), |b| {
-            b.iter(|| {
-                ready(
-                    (|| async {
-                        let res = Noop.send(black_box(request(&uri, headers))).await?;
-                        if res.status().is_server_error() {
-                            return Err(io::Error::other("server error"));
-                        }
-                        Ok(res)
-                    })
-                    .retry(ExponentialBuilder::default())
-                    .when(|_| true),
-                )
-                .unwrap()
-            });
+        g.bench_function(format!("backon: Retryable, exponential ({shape})"), || {
+            ready(
+                (|| async {
+                    let res = Noop.send(black_box(request(&uri, headers))).await?;
+                    if res.status().is_server_error() {
+                        return Err(io::Error::other("server error"));
+                    }
+                    Ok(res)
+                })
+                .retry(ExponentialBuilder::default())
+                .when(|_| true),
+            )
+            .unwrap()
         });
 
         let mut svc = tower::retry::Retry::new(StatusPolicy { left: 3 }, NoopService);
         g.bench_function(
             format!("tower: retry::Retry, status policy ({shape})"),
-            |b| {
-                b.iter(|| {
-                    ready(svc.ready()).unwrap();
-                    ready(svc.call(black_box(request(&uri, headers)))).unwrap()
-                });
+            || {
+                ready(svc.ready()).unwrap();
+                ready(svc.call(black_box(request(&uri, headers)))).unwrap()
             },
         );
     }
     g.finish();
 }
 
-criterion_group!(benches, success_path);
-criterion_main!(benches);
+fn main() {
+    if let Ok(calls) = std::env::var("RETRY_LOOP") {
+        let calls = calls.parse().expect("RETRY_LOOP must be a number of calls");
+        let filter = std::env::args().nth(1).unwrap_or_default();
+        success_path(Runner::Loop { filter, calls });
+        return;
+    }
+    let mut c = Criterion::default().configure_from_args();
+    success_path(Runner::Criterion(c.benchmark_group("retry_success_path")));
+    c.final_summary();
+}

@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{Extensions, HeaderMap, Method, Request, Response, Uri, Version};
 use steadfast_core::{
     Classify, Deadline, DefaultClassifier, ErrorClass, Layer, NotReplayable, Outcome, TimeoutError,
-    TimeoutPhase, Transport, TryCloneBody, try_clone_request,
+    TimeoutPhase, Transport, TryCloneBody,
 };
 use tokio::time::Instant;
 
@@ -387,8 +387,7 @@ impl<T, C> Retry<T, C> {
     async fn hedged<B>(
         &self,
         first: Request<B>,
-        // `&mut` (not `&`) so the future is `Send` without `B: Sync`.
-        template: &mut Request<B>,
+        template: &mut Template<B>,
         delay: Option<Duration>,
         limits: Limits,
     ) -> (Attempt<T::Body, T::Error>, Outcome)
@@ -446,7 +445,7 @@ impl<T, C> Retry<T, C> {
                 {
                     timer.set(None);
                     let now = Instant::now();
-                    let copy = clone_mut(template);
+                    let copy = template.request();
                     let allowed = shared.budget.as_ref().is_none_or(|b| b.try_withdraw(now));
                     match copy {
                         Ok(req) if allowed => {
@@ -505,7 +504,7 @@ impl<T, C> Retry<T, C> {
         stop: Stop,
         attempt: Attempt<RB, E>,
         attempts: u32,
-        method: &http::Method,
+        method: &Method,
     ) -> Result<Response<RB>, RetryError<E>>
     where
         E: StdError + Send + Sync + 'static,
@@ -573,11 +572,32 @@ impl<T, C> Retry<T, C> {
     }
 }
 
-/// `try_clone_request` through a `&mut`: a closure that uses the request
-/// this way captures the `&mut` (which is `Send` when `B` is), not a `&`
-/// (which would need `B: Sync`).
-fn clone_mut<B: TryCloneBody>(req: &mut Request<B>) -> Result<Request<B>, NotReplayable> {
-    try_clone_request(req)
+/// The copy of a request that later attempts are made from, taken before
+/// the first attempt consumes the request: its parts, cloned one by one
+/// (cheaper than [`steadfast_core::try_clone_request`], which builds a whole
+/// `Request` with default parts and then overwrites them).
+struct Template<B> {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+    extensions: Extensions,
+    body: B,
+}
+
+impl<B: TryCloneBody> Template<B> {
+    /// A new request from the template. `&mut` (not `&`): a closure that
+    /// uses the template this way captures the `&mut` (which is `Send` when
+    /// `B` is), not a `&` (which would need `B: Sync`).
+    fn request(&mut self) -> Result<Request<B>, NotReplayable> {
+        let mut req = Request::new(self.body.try_clone_body()?);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers.clone();
+        *req.extensions_mut() = self.extensions.clone();
+        Ok(req)
+    }
 }
 
 pin_project_lite::pin_project! {
@@ -611,21 +631,65 @@ enum Settled<RB, E> {
 }
 
 /// What one logical request carries from attempt to attempt.
-struct Ctx<B> {
+#[derive(Clone, Copy)]
+struct Ctx {
     index: u64,
     limits: Limits,
     safety: Safety,
     hedging: bool,
-    method: http::Method,
-    /// The copy every later attempt is cloned from; made before the first
-    /// attempt consumes the request.
-    template: Option<Result<Request<B>, NotReplayable>>,
+    /// Whether a later attempt (retry or hedge) is configured at all.
+    may_resend: bool,
+}
+
+/// What every later attempt is made from.
+enum Replay<B> {
+    /// A copy of the request, made before the first attempt consumed it.
+    Template(Template<B>),
+    /// No copy: why, and the method, for the error that names it.
+    Unavailable(NotReplayable, Method),
+}
+
+impl<B: TryCloneBody> Replay<B> {
+    fn of(req: &Request<B>, may_resend: bool) -> Self {
+        // With no retry and no hedge configured, the decision stops at
+        // `Stop::Exhausted` before it looks at the body: no copy is needed.
+        let body = if may_resend {
+            req.body().try_clone_body()
+        } else {
+            Err(NotReplayable::Streaming)
+        };
+        match body {
+            Ok(body) => Self::Template(Template {
+                method: req.method().clone(),
+                uri: req.uri().clone(),
+                version: req.version(),
+                headers: req.headers().clone(),
+                extensions: req.extensions().clone(),
+                body,
+            }),
+            Err(reason) => Self::Unavailable(reason, req.method().clone()),
+        }
+    }
+
+    fn request(&mut self) -> Result<Request<B>, NotReplayable> {
+        match self {
+            Self::Template(t) => t.request(),
+            Self::Unavailable(reason, _) => Err(*reason),
+        }
+    }
+
+    const fn method(&self) -> &Method {
+        match self {
+            Self::Template(t) => &t.method,
+            Self::Unavailable(_, method) => method,
+        }
+    }
 }
 
 impl<T, C> Retry<T, C> {
     /// Bookkeeping before the first attempt: counters, budget deposit,
-    /// deadline, safety, the template copy.
-    fn begin<B: TryCloneBody>(&self, req: &mut Request<B>) -> Ctx<B> {
+    /// deadline, safety.
+    fn begin<B>(&self, req: &mut Request<B>) -> Ctx {
         let shared = &*self.shared;
         let config = &shared.config;
         let index = shared.counters.requests.fetch_add(1, Ordering::Relaxed);
@@ -658,14 +722,12 @@ impl<T, C> Retry<T, C> {
             Safety::of(req, &config.idempotency_header)
         };
         let hedging = config.hedging.is_some() && safety == Safety::Idempotent;
-        let template = (config.backoff.max_retries > 0 || hedging).then(|| try_clone_request(req));
         Ctx {
             index,
             limits,
             safety,
             hedging,
-            method: req.method().clone(),
-            template,
+            may_resend: config.backoff.max_retries > 0 || hedging,
         }
     }
 
@@ -673,20 +735,32 @@ impl<T, C> Retry<T, C> {
     async fn attempt_classified<B>(
         &self,
         req: Request<B>,
-        ctx: &mut Ctx<B>,
+        ctx: Ctx,
+        replay: &mut Replay<B>,
     ) -> (Attempt<T::Body, T::Error>, Outcome)
     where
         T: Transport<B>,
         B: TryCloneBody,
         C: Classify<T::Body, T::Error>,
     {
-        if let (Some(Ok(template)), true) = (&mut ctx.template, ctx.hedging) {
+        if let (Replay::Template(template), true) = (replay, ctx.hedging) {
             let delay = self.hedge_delay();
             return self.hedged(req, template, delay, ctx.limits).await;
         }
         let a = self.attempt(req, ctx.limits).await;
         let o = self.outcome(&a);
         (a, o)
+    }
+
+    /// The answer to a request whose last attempt ended with a final outcome.
+    fn finish<RB, E>(
+        res: Result<Response<RB>, E>,
+        attempts: u32,
+    ) -> Result<Response<RB>, RetryError<E>> {
+        res.map_err(|e| RetryError::NotRetryable {
+            cause: Cause::Transport(e),
+            attempts,
+        })
     }
 
     /// Ends the request if `outcome` is final: `Some(result)`; `None` when
@@ -702,11 +776,7 @@ impl<T, C> Retry<T, C> {
         }
         let Outcome::Retryable { after } = outcome else {
             return Settled::Done(match attempt {
-                Attempt::Done(Ok(res)) => Ok(res),
-                Attempt::Done(Err(e)) => Err(RetryError::NotRetryable {
-                    cause: Cause::Transport(e),
-                    attempts,
-                }),
+                Attempt::Done(res) => Self::finish(res, attempts),
                 Attempt::TimedOut(t) => Err(RetryError::NotRetryable {
                     cause: Cause::Timeout(t),
                     attempts,
@@ -721,7 +791,8 @@ impl<T, C> Retry<T, C> {
     /// success path moves a small future, not the whole retry machinery.
     async fn retry_after_failure<B>(
         &self,
-        mut ctx: Ctx<B>,
+        ctx: Ctx,
+        mut replay: Replay<B>,
         mut attempt: Attempt<T::Body, T::Error>,
         mut after: Option<Duration>,
     ) -> Result<Response<T::Body>, RetryError<T::Error>>
@@ -734,11 +805,7 @@ impl<T, C> Retry<T, C> {
         let config = &shared.config;
         let mut state = RetryState::for_request(config.backoff, config.max_server_delay, ctx.index);
         loop {
-            let copy = match &ctx.template {
-                Some(Ok(t)) => try_clone_request(t),
-                Some(Err(reason)) => Err(*reason),
-                None => Err(NotReplayable::Streaming),
-            };
+            let copy = replay.request();
             let input = Retryable {
                 server_delay: after,
                 safe: ctx.safety.allows_resend() || attempt.not_sent(),
@@ -759,18 +826,18 @@ impl<T, C> Retry<T, C> {
                     copy
                 }
                 (Decision::Stop(stop), _) => {
-                    return self.give_up(stop, attempt, state.attempts(), &ctx.method);
+                    return self.give_up(stop, attempt, state.attempts(), replay.method());
                 }
                 (_, Err(reason)) => {
                     return self.give_up(
                         Stop::NotReplayable(reason),
                         attempt,
                         state.attempts(),
-                        &ctx.method,
+                        replay.method(),
                     );
                 }
             };
-            let (a, outcome) = self.attempt_classified(next, &mut ctx).await;
+            let (a, outcome) = self.attempt_classified(next, ctx, &mut replay).await;
             (attempt, after) = match Self::settle(a, outcome, state.attempts()) {
                 Settled::Done(done) => return done,
                 Settled::Retryable(a, after) => (a, after),
@@ -789,28 +856,42 @@ where
     type Body = T::Body;
     type Error = RetryError<T::Error>;
 
-    async fn send(&self, mut req: Request<B>) -> Result<Response<T::Body>, Self::Error> {
-        let mut ctx = self.begin(&mut req);
-        let (attempt, outcome) = if ctx.hedging {
-            // The race holds two attempts and a timer: boxed, so requests
-            // that are not hedged do not carry its size.
-            Box::pin(self.attempt_classified(req, &mut ctx)).await
-        } else if ctx.limits.is_unbounded() {
-            // The common case, kept free of timer machinery.
-            let a = Attempt::Done(self.inner.send(req).await);
-            let o = self.outcome(&a);
-            (a, o)
-        } else {
-            let a = self.attempt(req, ctx.limits).await;
-            let o = self.outcome(&a);
-            (a, o)
-        };
-        match Self::settle(attempt, outcome, 1) {
-            Settled::Done(done) => done,
-            // The retry loop is boxed: the success path carries a small
-            // future, and a retry is about to sleep anyway.
-            Settled::Retryable(attempt, after) => {
-                Box::pin(self.retry_after_failure(ctx, attempt, after)).await
+    // Not an `async fn`: an `async fn` moves its arguments once more, from
+    // the future's captures into its locals, on the first poll (a 224-byte
+    // request copy per call); an `async move` block uses them in place.
+    #[expect(clippy::manual_async_fn, reason = "saves a move of the request")]
+    fn send(
+        &self,
+        mut req: Request<B>,
+    ) -> impl Future<Output = Result<Response<T::Body>, Self::Error>> + Send {
+        async move {
+            let ctx = self.begin(&mut req);
+            let mut replay = Replay::of(&req, ctx.may_resend);
+            let (attempt, outcome) = if ctx.hedging {
+                // The race holds two attempts and a timer: boxed, so requests
+                // that are not hedged do not carry its size.
+                Box::pin(self.attempt_classified(req, ctx, &mut replay)).await
+            } else if ctx.limits.is_unbounded() {
+                // The common case, kept free of timer machinery; a final
+                // answer goes straight back.
+                let res = self.inner.send(req).await;
+                let outcome = self.shared.classifier.classify(&res);
+                if !outcome.is_retryable() {
+                    return Self::finish(res, 1);
+                }
+                (Attempt::Done(res), outcome)
+            } else {
+                let a = self.attempt(req, ctx.limits).await;
+                let o = self.outcome(&a);
+                (a, o)
+            };
+            match Self::settle(attempt, outcome, 1) {
+                Settled::Done(done) => done,
+                // The retry loop is boxed: the success path carries a small
+                // future, and a retry is about to sleep anyway.
+                Settled::Retryable(attempt, after) => {
+                    Box::pin(self.retry_after_failure(ctx, replay, attempt, after)).await
+                }
             }
         }
     }

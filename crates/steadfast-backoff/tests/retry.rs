@@ -485,6 +485,62 @@ async fn a_body_that_cannot_be_replayed_is_not_retried_and_the_error_says_so() {
     assert!(err.to_string().contains("replay buffer"), "{err}");
 }
 
+/// A body that cannot be copied at all, like a one-shot stream.
+struct OneShot(Full<Bytes>);
+
+impl hyper::body::Body for OneShot {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.0).poll_frame(cx)
+    }
+}
+
+impl steadfast_core::TryCloneBody for OneShot {
+    fn try_clone_body(&self) -> Result<Self, NotReplayable> {
+        Err(NotReplayable::Streaming)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_that_cannot_be_copied_is_sent_once_and_errors_name_why() {
+    let mock = MockTransport::new();
+    mock.on(Route::any()).reply(Reply::reset());
+    let retry = Retry::new(mock.clone(), RetryConfig::default());
+    let one_shot = |method| {
+        Request::builder()
+            .method(method)
+            .uri("http://api.test/upload")
+            .body(OneShot(Full::new(Bytes::from_static(b"data"))))
+            .unwrap()
+    };
+
+    let err = retry.send(one_shot(Method::PUT)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RetryError::NotReplayable {
+                reason: NotReplayable::Streaming,
+                attempts: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Not idempotent either: that is said first, and names the method,
+    // though no copy of the request could be kept.
+    let err = retry.send(one_shot(Method::PATCH)).await.unwrap_err();
+    assert!(
+        matches!(err, RetryError::NotIdempotent { ref method, attempts: 1, .. } if method == Method::PATCH),
+        "{err}"
+    );
+    mock.assert_called(2);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_small_streamed_body_is_replayed_through_replay_body() {
     let mock = MockTransport::new();
