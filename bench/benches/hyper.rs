@@ -1,17 +1,22 @@
 //! HyperTransport vs the bare hyper-util legacy client it wraps: requests
 //! per second against the same loopback server, at concurrency 1 and 100,
-//! in one criterion group so the ratio comes from one run.
+//! in one criterion group so the ratio comes from one run. A third line
+//! wraps the bare client in `tokio::time::timeout`, the least a caller adds
+//! to get any timeout; HyperTransport always runs a read timeout.
 //!
 //! The server is a minimal hyper HTTP/1.1 server answering `200 ok` on its
 //! own thread and runtime; each client runs on a current-thread runtime on
 //! the bench thread, so both sides get one core of the two. Both clients
 //! use `TCP_NODELAY` and a pool large enough for 100 connections; the
-//! transport runs with its default timeouts and the no-op pool observer.
+//! transport runs with its default timeouts and the no-op pool observer
+//! (chosen explicitly, so the `pool-stats` feature, if another package
+//! enables it, does not swap in `PoolStats`).
 //!
 //! `cargo bench -p steadfast-bench --bench hyper -- --warm-up-time 1 --measurement-time 3`
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,6 +27,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use steadfast_core::Transport;
+use steadfast_core::pool::NoopPoolObserver;
 use steadfast_hyper::HyperTransport;
 use tokio::runtime::Runtime;
 
@@ -54,6 +60,9 @@ fn start_server() -> SocketAddr {
     });
     rx.recv().unwrap()
 }
+
+/// The transport's default read timeout, for the bare client's timeout line.
+const READ_TIMEOUT: Duration = steadfast_hyper::config::DEFAULT_READ_TIMEOUT;
 
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -106,7 +115,10 @@ fn bench(c: &mut Criterion) {
             .pool_max_idle_per_host(100)
             .build(connector)
     });
-    let transport = HyperTransport::builder().build().unwrap();
+    let transport = HyperTransport::builder()
+        .pool_observer(Arc::new(NoopPoolObserver))
+        .build()
+        .unwrap();
 
     let mut group = c.benchmark_group("hyper_transport");
     group.throughput(Throughput::Elements(1));
@@ -121,6 +133,24 @@ fn bench(c: &mut Criterion) {
                         let (client, req) = (client.clone(), request(&uri));
                         async move {
                             let res = client.request(req).await.unwrap();
+                            let body = res.into_body().collect().await.unwrap().to_bytes();
+                            assert_eq!(body.len(), 2);
+                        }
+                    }))
+                });
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new("bare_hyper_util_timeout", concurrency),
+            &concurrency,
+            |b, &n| {
+                b.iter_custom(|iters| {
+                    let (client, uri) = (bare.clone(), uri.clone());
+                    rt.block_on(drive(iters, n, move || {
+                        let (client, req) = (client.clone(), request(&uri));
+                        async move {
+                            let res = tokio::time::timeout(READ_TIMEOUT, client.request(req));
+                            let res = res.await.unwrap().unwrap();
                             let body = res.into_body().collect().await.unwrap().to_bytes();
                             assert_eq!(body.len(), 2);
                         }

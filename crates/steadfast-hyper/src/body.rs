@@ -17,25 +17,34 @@ use crate::conn::{ConnShared, HostState};
 use crate::error::{ErrorKind, HyperError};
 use crate::transport::failed_in_flight;
 
-/// A request's hold on its connection. Dropping it reports
-/// `connection_released` once, with how long the connection was held.
+/// A request's hold on its connection. With a pool observer (`since` is
+/// `Some`), dropping it reports `connection_released` once, with how long
+/// the connection was held.
 pub(crate) struct Held {
     pub(crate) conn: Arc<ConnShared>,
-    since: Instant,
+    since: Option<Instant>,
 }
 
 impl Held {
-    pub(crate) fn new(conn: Arc<ConnShared>, since: Instant) -> Self {
-        Self { conn, since }
+    /// A hold reported to the host's pool observer when it ends.
+    pub(crate) fn observed(conn: Arc<ConnShared>, since: Instant) -> Self {
+        Self {
+            conn,
+            since: Some(since),
+        }
+    }
+
+    /// A hold nobody observes: only there to classify errors.
+    pub(crate) fn unobserved(conn: Arc<ConnShared>) -> Self {
+        Self { conn, since: None }
     }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.conn
-            .host
-            .observer
-            .connection_released(self.conn.id, self.since.elapsed());
+        if let (Some(since), Some(observer)) = (self.since, &self.conn.host.observer) {
+            observer.connection_released(self.conn.id, since.elapsed());
+        }
     }
 }
 
@@ -73,14 +82,15 @@ impl Limits {
 /// fails, or is dropped.
 pub struct HyperBody {
     inner: Option<Incoming>,
+    /// The connection the response came over, reported released when the
+    /// body is done; `None` only if hyper-util lost its metadata.
     held: Option<Held>,
     host: Arc<HostState>,
-    limits: Limits,
-    max_body: Option<u64>,
+    deadline: Option<Instant>,
     received: u64,
     timer: Option<Pin<Box<Sleep>>>,
-    /// Set while a wait for the next frame is running: `(phase, limit)`.
-    waiting: Option<(TimeoutPhase, Duration)>,
+    /// When the current wait for the next frame started, if one is running.
+    waiting_since: Option<Instant>,
     hint_checked: bool,
 }
 
@@ -96,22 +106,21 @@ impl fmt::Debug for HyperBody {
 }
 
 impl HyperBody {
+    #[inline]
     pub(crate) fn new(
         inner: Incoming,
         held: Option<Held>,
         host: Arc<HostState>,
-        limits: Limits,
-        max_body: Option<u64>,
+        deadline: Option<Instant>,
     ) -> Self {
         let mut body = Self {
             inner: Some(inner),
             held,
             host,
-            limits,
-            max_body,
+            deadline,
             received: 0,
             timer: None,
-            waiting: None,
+            waiting_since: None,
             hint_checked: false,
         };
         if body.inner.as_ref().is_some_and(Body::is_end_stream) {
@@ -123,6 +132,13 @@ impl HyperBody {
     /// Bytes of data received so far.
     pub fn received(&self) -> u64 {
         self.received
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            read_timeout: self.host.read_timeout,
+            deadline: self.deadline,
+        }
     }
 
     /// Ends the stream: drops the inner body and releases the connection.
@@ -148,17 +164,15 @@ impl HyperBody {
 
     /// Arms the timer for a wait that starts now, then polls it.
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<HyperError> {
-        if self.waiting.is_none() {
-            let (at, phase, limit) = self.limits.wait_from(Instant::now());
-            match &mut self.timer {
-                Some(t) => t.as_mut().reset(at),
-                None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
-            }
-            self.waiting = Some((phase, limit));
+        let since = *self.waiting_since.get_or_insert_with(Instant::now);
+        let (at, phase, limit) = self.limits().wait_from(since);
+        match &mut self.timer {
+            Some(t) if t.deadline() != at => t.as_mut().reset(at),
+            Some(_) => {}
+            None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
         }
         let timer = self.timer.as_mut().expect("armed above");
         ready!(timer.as_mut().poll(cx));
-        let (phase, limit) = self.waiting.expect("armed above");
         Poll::Ready(HyperError::timeout(phase, &self.host.key, limit, true))
     }
 }
@@ -175,9 +189,10 @@ impl Body for HyperBody {
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
+        let max_body = this.host.max_body;
         if !this.hint_checked {
             this.hint_checked = true;
-            if let Some(limit) = this.max_body
+            if let Some(limit) = max_body
                 && inner.size_hint().lower() > limit
             {
                 let err = this.too_large(limit);
@@ -186,10 +201,10 @@ impl Body for HyperBody {
         }
         match Pin::new(&mut *inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                this.waiting = None;
+                this.waiting_since = None;
                 if let Some(data) = frame.data_ref() {
                     this.received += data.len() as u64;
-                    if let Some(limit) = this.max_body
+                    if let Some(limit) = max_body
                         && this.received > limit
                     {
                         let err = this.too_large(limit);

@@ -9,10 +9,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use http::uri::{Authority, Scheme};
+use http::uri::Authority;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
@@ -21,6 +22,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+
+use crate::config::Config;
 
 /// Transport-wide counters behind [`crate::HyperTransport::snapshot`].
 #[derive(Debug, Default)]
@@ -53,8 +56,14 @@ pub(crate) struct HostState {
     /// the background) gives the slot back instead of opening a connection
     /// nobody asked for.
     pub(crate) waiting: AtomicUsize,
-    pub(crate) observer: Arc<dyn HostObserver>,
+    /// `None` without a pool observer: then nothing is timed or reported.
+    pub(crate) observer: Option<Arc<dyn HostObserver>>,
     pub(crate) stats: Arc<Stats>,
+    /// The transport's read timeout and body limit, kept here so the
+    /// request futures and bodies need not carry them.
+    pub(crate) read_timeout: Duration,
+    pub(crate) max_body: Option<u64>,
+    https: bool,
 }
 
 impl fmt::Debug for HostState {
@@ -74,24 +83,21 @@ impl HostState {
     }
 }
 
-/// FNV-1a: the keys are the hosts this client itself talks to, so SipHash's
-/// flooding resistance buys nothing here, and FNV hashes a short authority
-/// several times faster (it is hashed on every request).
+/// Passes a precomputed hash through: the map's keys are already FNV
+/// hashes of the pool keys.
 #[derive(Default)]
-struct Fnv(u64);
+struct PassThrough(u64);
 
-impl Hasher for Fnv {
+impl Hasher for PassThrough {
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
+        // Only `write_u64` is used; fold anything else in rather than panic.
         for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
+            self.0 = (self.0 << 8) ^ u64::from(*b);
         }
-        self.0 = h;
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
     }
 
     fn finish(&self) -> u64 {
@@ -99,82 +105,111 @@ impl Hasher for Fnv {
     }
 }
 
-/// Lowercase authority → the states of `http` and `https` for it. Compared
-/// case-insensitively, as hyper-util's pool compares its keys, so the cap
-/// and the pool agree on what a host is.
-type HostMap = HashMap<Box<str>, [Option<Arc<HostState>>; 2], BuildHasherDefault<Fnv>>;
+/// FNV-1a of the scheme and the ASCII-lowercased authority, in one pass
+/// and without allocating. The keys are the hosts this client itself talks
+/// to, so SipHash's flooding resistance buys nothing here, and the hash
+/// runs on every request.
+fn pool_key_hash(https: bool, authority: &str) -> u64 {
+    const PRIME: u64 = 0x0100_0000_01b3;
+    let mut h = (0xcbf2_9ce4_8422_2325 ^ u64::from(https)).wrapping_mul(PRIME);
+    for &b in authority.as_bytes() {
+        h = (h ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(PRIME);
+    }
+    h
+}
+
+/// [`pool_key_hash`] → the hosts with that hash (one, barring collisions).
+/// Authorities compare case-insensitively, as hyper-util's pool compares
+/// its keys, so the cap and the pool agree on what a host is.
+type HostMap = HashMap<u64, Vec<Arc<HostState>>, BuildHasherDefault<PassThrough>>;
 
 /// The per-host states of one transport. Entries live as long as the
 /// transport: a few hundred bytes per distinct host, and observers are
 /// asked once per key as the pool-hook protocol requires.
 pub(crate) struct Hosts {
+    /// The first host used: most transports talk to one API host, and
+    /// this finds it without hashing or locking.
+    first: OnceLock<Arc<HostState>>,
     map: RwLock<HostMap>,
-    observer: Arc<dyn PoolObserver>,
+    observer: Option<Arc<dyn PoolObserver>>,
     max: usize,
+    read_timeout: Duration,
+    max_body: Option<u64>,
     pub(crate) stats: Arc<Stats>,
 }
 
 impl fmt::Debug for Hosts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Hosts")
-            .field("hosts", &self.read().len())
+            .field("hosts", &self.read().values().map(Vec::len).sum::<usize>())
             .field("max", &self.max)
             .finish_non_exhaustive()
     }
 }
 
 impl Hosts {
-    pub(crate) fn new(observer: Arc<dyn PoolObserver>, max: usize) -> Self {
+    /// `observer: None` means no pool observer: no pool event is timed or reported.
+    pub(crate) fn new(observer: Option<Arc<dyn PoolObserver>>, config: &Config) -> Self {
         Self {
+            first: OnceLock::new(),
             map: RwLock::new(HostMap::default()),
             observer,
-            max,
+            max: config.max_connections_per_host,
+            read_timeout: config.read_timeout,
+            max_body: config.max_body,
             stats: Arc::new(Stats::default()),
         }
     }
 
-    /// The state of `scheme://authority` (`http` or `https`), created on
-    /// first use. The hot path is one read lock and one hash of the
-    /// authority, without allocating.
-    pub(crate) fn get(&self, scheme: &Scheme, authority: &Authority) -> Arc<HostState> {
-        let slot = usize::from(*scheme == Scheme::HTTPS);
+    /// The state of `http://authority` (or `https://` when `https`), created on
+    /// first use. The hot path is one pass over the authority, one read
+    /// lock and one probe, without allocating.
+    pub(crate) fn get(&self, https: bool, authority: &Authority) -> Arc<HostState> {
         let given = authority.as_str();
-        let lowered;
-        let auth = if given.bytes().any(|b| b.is_ascii_uppercase()) {
-            lowered = given.to_ascii_lowercase();
-            lowered.as_str()
-        } else {
-            given
+        // Stored lowercase: the exact comparison settles the usual case.
+        let matches = |h: &&Arc<HostState>| {
+            h.https == https && (*h.authority == *given || h.authority.eq_ignore_ascii_case(given))
         };
-        if let Some(h) = self.read().get(auth).and_then(|e| e[slot].as_ref()) {
+        if let Some(h) = self.first.get().filter(matches) {
+            return h.clone();
+        }
+        let hash = pool_key_hash(https, given);
+        if let Some(h) = self.read().get(&hash).and_then(|v| v.iter().find(matches)) {
             return h.clone();
         }
         let mut map = self
             .map
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let entry = map.entry(auth.into()).or_default();
-        entry[slot]
-            .get_or_insert_with(|| {
-                let key = format!("{scheme}://{auth}");
-                let observer = self.observer.host(&key);
-                Arc::new(HostState {
-                    key: key.into(),
-                    authority: auth.into(),
-                    slots: Arc::new(Semaphore::new(self.max)),
-                    max: self.max,
-                    open: AtomicUsize::new(0),
-                    waiting: AtomicUsize::new(0),
-                    observer,
-                    stats: self.stats.clone(),
-                })
-            })
-            .clone()
+        let entry = map.entry(hash).or_default();
+        if let Some(h) = entry.iter().find(matches) {
+            return h.clone();
+        }
+        let auth = given.to_ascii_lowercase();
+        let scheme = if https { "https" } else { "http" };
+        let key = format!("{scheme}://{auth}");
+        let observer = self.observer.as_ref().map(|o| o.host(&key));
+        let host = Arc::new(HostState {
+            key: key.into(),
+            authority: auth.into(),
+            slots: Arc::new(Semaphore::new(self.max)),
+            max: self.max,
+            open: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+            observer,
+            stats: self.stats.clone(),
+            read_timeout: self.read_timeout,
+            max_body: self.max_body,
+            https,
+        });
+        entry.push(host.clone());
+        let _ = self.first.set(host.clone());
+        host
     }
 
     /// Sums `f` over every host.
     pub(crate) fn sum(&self, f: impl Fn(&HostState) -> usize) -> usize {
-        self.read().values().flatten().flatten().map(|h| f(h)).sum()
+        self.read().values().flatten().map(|h| f(h)).sum()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HostMap> {
@@ -195,7 +230,8 @@ pub(crate) struct ConnShared {
     pub(crate) host: Arc<HostState>,
     remote_addr: Option<SocketAddr>,
     opened_at: Instant,
-    /// Requests assigned so far; the first one counts as `Acquired::New`.
+    /// Requests carried so far (counted at assignment with a pool observer,
+    /// at the response head without); the first one counts as `Acquired::New`.
     uses: AtomicU64,
     /// Which direction of the IO failed first, if any.
     io_failure: AtomicU8,
@@ -254,7 +290,7 @@ impl ConnectionInfo {
         self.0.remote_addr
     }
 
-    /// Requests assigned to this connection so far, this one included.
+    /// Requests this connection has carried so far, this one included.
     pub fn requests(&self) -> u64 {
         self.0.uses.load(Ordering::Relaxed)
     }
@@ -376,7 +412,9 @@ impl Conn {
         host.stats
             .connections_opened
             .fetch_add(1, Ordering::Relaxed);
-        host.observer.connection_opened(id);
+        if let Some(o) = &host.observer {
+            o.connection_opened(id);
+        }
         tracing::debug!(
             network.connection.id = id.0,
             server.pool = %host.key,
@@ -415,7 +453,9 @@ impl Drop for Conn {
         host.stats
             .connections_closed
             .fetch_add(1, Ordering::Relaxed);
-        host.observer.connection_closed(self.shared.id, lifetime);
+        if let Some(o) = &host.observer {
+            o.connection_closed(self.shared.id, lifetime);
+        }
         tracing::debug!(
             network.connection.id = self.shared.id.0,
             server.pool = %host.key,
@@ -489,16 +529,18 @@ impl Write for Conn {
 
 #[cfg(test)]
 mod tests {
-    use steadfast_core::pool::NoopPoolObserver;
-
     use super::*;
 
     #[test]
     fn hosts_are_keyed_like_hyper_utils_pool() {
-        let hosts = Hosts::new(Arc::new(NoopPoolObserver), 4);
+        let config = Config {
+            max_connections_per_host: 4,
+            ..Config::default()
+        };
+        let hosts = Hosts::new(None, &config);
         let get = |uri: &str| {
             let uri: http::Uri = uri.parse().unwrap();
-            hosts.get(uri.scheme().unwrap(), uri.authority().unwrap())
+            hosts.get(uri.scheme_str() == Some("https"), uri.authority().unwrap())
         };
         let a = get("http://API.example.test:8080/x");
         let b = get("http://api.example.test:8080/y");

@@ -85,7 +85,7 @@ impl Shared {
                 Some("the URI has no scheme or no host".into()),
             ));
         };
-        let host = self.hosts.get(scheme, authority);
+        let host = self.hosts.get(scheme.as_str() == "https", authority);
 
         // The slot first: it is what the cap counts, and holding it while
         // connecting keeps concurrent connects within the cap too.

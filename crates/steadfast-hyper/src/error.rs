@@ -155,7 +155,7 @@ impl HyperError {
 
     /// `false` only when the request certainly did not leave this process
     /// (pool wait, DNS, connect, TLS, or a deadline that expired before a
-    /// connection was assigned), so even a non-idempotent request may be
+    /// connection took the request), so even a non-idempotent request may be
     /// sent again. `true` means the server may have seen some or all of it.
     pub fn may_have_reached_server(&self) -> bool {
         self.inner.reached

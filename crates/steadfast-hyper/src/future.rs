@@ -2,39 +2,54 @@
 //! head, under the deadline and the read timeout, and reports the pool
 //! events as it goes.
 //!
-//! hyper-util tells nobody when its pool hands a connection to a request,
-//! except through `capture_connection`, which it fills synchronously while
-//! we poll its response future. So after every poll of that future we look
-//! at the capture: the first time it is filled is the assignment, exactly.
+//! One timer serves the whole wait, armed after the first poll that does
+//! not finish. It first aims at a read timeout counted from `send`, the
+//! earliest the response could be late, and when it fires, moves to where
+//! the read timeout really ends: counted from the moment a connection took
+//! the request (see [`crate::request`]), or, while none has, a full read
+//! timeout later. A response that arrives in time costs one timer
+//! registration, no re-arming and no clock read here.
+//!
+//! With a pool observer, the exact moment the pool hands the request a
+//! connection comes from hyper-util's `capture_connection`, which it fills
+//! synchronously while we poll its response future: after every poll we
+//! look at the capture, and the first time it is filled is the assignment.
+//! Without an observer nothing of this runs.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use http::Response;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::{CaptureConnection, Connected};
 use pin_project_lite::pin_project;
-use steadfast_core::TimeoutPhase;
 use steadfast_core::pool::Acquired;
+use steadfast_core::{Deadline, TimeoutPhase};
 use tokio::time::{Instant, Sleep};
 
-use crate::body::{Held, HyperBody, Limits};
+use crate::body::{Held, HyperBody};
 use crate::conn::{ConnectionInfo, HostState};
 use crate::error::{ErrorKind, HyperError, find_in_chain};
+use crate::request::InFlight;
 use crate::transport::failed_in_flight;
 
 pin_project! {
     /// The future returned by [`crate::HyperTransport`]'s `send`.
     pub(crate) struct ResponseFuture {
-        state: Option<Active>,
-        early: Option<HyperError>,
+        state: State,
         #[pin]
         timer: Timer,
     }
+}
+
+enum State {
+    /// The request was refused before it started.
+    Failed(HyperError),
+    Running(Active),
+    Done,
 }
 
 pin_project! {
@@ -47,74 +62,90 @@ pin_project! {
 
 struct Active {
     response: hyper_util::client::legacy::ResponseFuture,
+    in_flight: Arc<InFlight>,
+    /// The request's [`steadfast_core::Deadline`], if it has one.
+    deadline: Option<Instant>,
+    polled: bool,
+    /// Only with a pool observer (boxed: the future stays small without one).
+    observed: Option<Box<Observed>>,
+}
+
+/// The pool-event bookkeeping of a request whose host has an observer.
+struct Observed {
     capture: CaptureConnection,
-    host: Arc<HostState>,
+    /// The first poll: the wait for a connection starts.
     started: Instant,
-    limits: Limits,
-    max_body: Option<u64>,
     /// `Some` once the pool assigned a connection.
     held: Option<Held>,
     /// `true` from the first poll until `acquire_finished` is reported; a
     /// drop in between reports `Cancelled`. A future never polled reports nothing.
     acquiring: bool,
-    /// What the armed timer means when it fires.
-    timer_fires: Option<(TimeoutPhase, Duration)>,
-    polled: bool,
 }
 
 impl ResponseFuture {
     /// A request that failed before it started.
     pub(crate) fn failed(err: HyperError) -> Self {
         Self {
-            state: None,
-            early: Some(err),
+            state: State::Failed(err),
             timer: Timer::Idle,
         }
     }
 
+    /// `capture` is `Some` exactly when the host has a pool observer.
     pub(crate) fn start(
         response: hyper_util::client::legacy::ResponseFuture,
-        capture: CaptureConnection,
-        host: Arc<HostState>,
-        limits: Limits,
-        max_body: Option<u64>,
+        in_flight: Arc<InFlight>,
+        capture: Option<CaptureConnection>,
+        deadline: Option<Instant>,
     ) -> Self {
+        let created = in_flight.created;
         Self {
-            state: Some(Active {
+            state: State::Running(Active {
                 response,
-                capture,
-                host,
-                started: Instant::now(),
-                limits,
-                max_body,
-                held: None,
-                acquiring: false,
-                timer_fires: None,
+                in_flight,
+                deadline,
                 polled: false,
+                observed: capture.map(|capture| {
+                    Box::new(Observed {
+                        capture,
+                        // Set again by the first poll, when the wait starts.
+                        started: created,
+                        held: None,
+                        acquiring: false,
+                    })
+                }),
             }),
-            early: None,
             timer: Timer::Idle,
         }
     }
 }
 
 impl Active {
+    fn host(&self) -> &HostState {
+        &self.in_flight.host
+    }
+
     /// Reports the end of the wait for a connection, once.
     fn finish_acquire(&mut self, now: Instant, result: Acquired) {
-        if self.acquiring {
-            self.acquiring = false;
-            self.host.waiting.fetch_sub(1, Ordering::Relaxed);
-            let wait = now.saturating_duration_since(self.started);
-            self.host.observer.acquire_finished(wait, result);
+        if let Some(o) = &mut self.observed
+            && o.acquiring
+        {
+            o.acquiring = false;
+            if let Some(observer) = &self.in_flight.host.observer {
+                observer.acquire_finished(now.saturating_duration_since(o.started), result);
+            }
         }
     }
 
     /// Looks for the assignment hyper-util records in the capture.
-    fn check_assigned(&mut self) -> Option<Instant> {
-        if self.held.is_some() {
-            return None;
+    fn check_assigned(&mut self) {
+        let Some(o) = &mut self.observed else { return };
+        if o.held.is_some() {
+            return;
         }
-        let info = connection_info(self.capture.connection_metadata().as_ref())?;
+        let Some(info) = connection_info(o.capture.connection_metadata().as_ref()) else {
+            return;
+        };
         let now = Instant::now();
         let conn = info.0;
         let result = if conn.assign() {
@@ -122,54 +153,88 @@ impl Active {
         } else {
             Acquired::Reused(conn.id)
         };
+        o.held = Some(Held::observed(conn, now));
         self.finish_acquire(now, result);
-        self.held = Some(Held::new(conn, now));
-        Some(now)
     }
 
-    fn complete(
-        &mut self,
-        res: Result<Response<Incoming>, hyper_util::client::legacy::Error>,
-    ) -> Result<Response<HyperBody>, HyperError> {
-        let Some(held) = self.held.take() else {
-            let err = match res {
-                Ok(_) => unassigned_response(&self.host),
-                Err(e) => failed_before_assignment(&self.host, e),
-            };
-            let result = match err.kind() {
-                ErrorKind::PoolTimeout { .. } => Acquired::TimedOut,
-                _ => Acquired::Failed,
-            };
-            self.finish_acquire(Instant::now(), result);
-            return Err(err);
+    /// The request failed: the error, typed by how far it got.
+    fn failed(&mut self, e: hyper_util::client::legacy::Error) -> HyperError {
+        let conn = match self.observed.as_mut().and_then(|o| o.held.take()) {
+            Some(h) => Some(h.conn.clone()),
+            None => connection_info(e.connect_info()).map(|c| c.0),
         };
-        match res {
-            Ok(res) => {
-                let (host, limits, max_body) = (self.host.clone(), self.limits, self.max_body);
-                Ok(
-                    res.map(|incoming| {
-                        HyperBody::new(incoming, Some(held), host, limits, max_body)
-                    }),
-                )
-            }
-            Err(e) => Err(failed_in_flight(&self.host, Some(&held.conn), Box::new(e))),
+        if let Some(conn) = conn {
+            return failed_in_flight(self.host(), Some(&conn), Box::new(e));
         }
+        let err = failed_before_assignment(self.host(), e);
+        let result = match err.kind() {
+            ErrorKind::PoolTimeout { .. } => Acquired::TimedOut,
+            _ => Acquired::Failed,
+        };
+        self.finish_acquire(Instant::now(), result);
+        err
     }
 
-    fn timed_out(&mut self, phase: TimeoutPhase, limit: Duration) -> HyperError {
-        let reached = self.held.is_some();
-        if !reached {
+    /// The hold the response's body takes over.
+    fn held_for(&mut self, res: &Response<Incoming>) -> Result<Option<Held>, HyperError> {
+        let Some(o) = &mut self.observed else {
+            let info = res.extensions().get::<ConnectionInfo>();
+            return Ok(info.map(|c| {
+                // Counted here rather than at assignment: nobody watches the difference.
+                c.0.assign();
+                Held::unobserved(c.0.clone())
+            }));
+        };
+        if let Some(held) = o.held.take() {
+            return Ok(Some(held));
+        }
+        self.finish_acquire(Instant::now(), Acquired::Failed);
+        Err(unassigned_response(self.host()))
+    }
+
+    /// When the timer goes off: a timeout, or where to aim the timer next.
+    fn on_timer(&mut self, now: Instant) -> Result<Instant, HyperError> {
+        let deadline = self.deadline;
+        if let Some(d) = deadline
+            && d <= now
+        {
+            let limit = d.saturating_duration_since(self.in_flight.created);
+            return Err(self.timed_out(TimeoutPhase::Total, limit));
+        }
+        let read_timeout = self.host().read_timeout;
+        let read_ends = match self.in_flight.sent_at() {
+            Some(sent) => {
+                let at = Deadline::after_from(sent, read_timeout).instant();
+                if at <= now {
+                    return Err(self.timed_out(TimeoutPhase::Read, read_timeout));
+                }
+                at
+            }
+            // Still waiting for a connection, which the pool and connect
+            // timeouts bound; the read timeout ends a full one after the
+            // request is sent, so no earlier than this.
+            None => Deadline::after_from(now, read_timeout).instant(),
+        };
+        Ok(deadline.map_or(read_ends, |d| d.min(read_ends)))
+    }
+
+    fn timed_out(&mut self, phase: TimeoutPhase, limit: std::time::Duration) -> HyperError {
+        if self.observed.is_some() {
             self.finish_acquire(Instant::now(), Acquired::TimedOut);
         }
-        HyperError::timeout(phase, &self.host.key, limit, reached)
+        let reached = self.in_flight.sent();
+        HyperError::timeout(phase, &self.host().key, limit, reached)
     }
 }
 
 impl Drop for Active {
     fn drop(&mut self) {
-        // Dropped while waiting for a connection: the protocol still wants its one event.
-        if self.acquiring {
-            self.finish_acquire(Instant::now(), Acquired::Cancelled);
+        if self.polled {
+            // Dropped while waiting for a connection: the protocol still wants its one event.
+            if self.observed.as_ref().is_some_and(|o| o.acquiring) {
+                self.finish_acquire(Instant::now(), Acquired::Cancelled);
+            }
+            self.in_flight.stop_waiting();
         }
     }
 }
@@ -198,54 +263,85 @@ impl Future for ResponseFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let Some(active) = this.state.as_mut() else {
-            let err = this
-                .early
-                .take()
-                .expect("ResponseFuture polled after completion");
-            return Poll::Ready(Err(err));
+        let active = match this.state {
+            State::Running(active) => active,
+            State::Failed(_) => {
+                let State::Failed(err) = std::mem::replace(this.state, State::Done) else {
+                    unreachable!("matched above")
+                };
+                return Poll::Ready(Err(err));
+            }
+            State::Done => panic!("ResponseFuture polled after completion"),
         };
-        if !active.polled {
+        let first = !active.polled;
+        if first {
             active.polled = true;
-            active.started = Instant::now();
-            active.acquiring = true;
-            active.host.waiting.fetch_add(1, Ordering::Relaxed);
-            active.host.observer.acquire_started();
-            if let Some(deadline) = active.limits.deadline {
-                let limit = deadline.saturating_duration_since(active.started);
-                this.timer.as_mut().arm(deadline);
-                active.timer_fires = Some((TimeoutPhase::Total, limit));
+            active.in_flight.start_waiting();
+            if let Some(o) = &mut active.observed {
+                o.started = Instant::now();
+                o.acquiring = true;
+                if let Some(observer) = &active.in_flight.host.observer {
+                    observer.acquire_started();
+                }
             }
         }
 
         let polled = Pin::new(&mut active.response).poll(cx);
-        if let Some(now) = active.check_assigned() {
-            // From here on the wait is for the response head.
-            let (at, phase, limit) = active.limits.wait_from(now);
-            this.timer.as_mut().arm(at);
-            active.timer_fires = Some((phase, limit));
-        }
+        active.check_assigned();
         let out = match polled {
-            Poll::Ready(res) => active.complete(res),
-            Poll::Pending => {
-                if !this.timer.as_mut().poll_fired(cx) {
-                    return Poll::Pending;
+            Poll::Ready(Ok(res)) => match active.held_for(&res) {
+                Ok(held) => {
+                    let (host, deadline) = (active.in_flight.host.clone(), active.deadline);
+                    *this.state = State::Done;
+                    // Built in the return slot: a response is worth not copying twice.
+                    let (parts, incoming) = res.into_parts();
+                    let body = HyperBody::new(incoming, held, host, deadline);
+                    return Poll::Ready(Ok(Response::from_parts(parts, body)));
                 }
-                let (phase, limit) = active.timer_fires.expect("an armed timer has a meaning");
-                Err(active.timed_out(phase, limit))
+                Err(err) => Err(err),
+            },
+            Poll::Ready(Err(e)) => Err(active.failed(e)),
+            Poll::Pending => {
+                if first {
+                    // The earliest the read timeout could end: a full one after
+                    // the request was handed over, were it sent at once.
+                    let read_timeout = active.host().read_timeout;
+                    let read_ends =
+                        Deadline::after_from(active.in_flight.created, read_timeout).instant();
+                    let at = active.deadline.map_or(read_ends, |d| d.min(read_ends));
+                    this.timer.as_mut().arm(at);
+                }
+                loop {
+                    if !this.timer.as_mut().poll_fired(cx) {
+                        return Poll::Pending;
+                    }
+                    match active.on_timer(Instant::now()) {
+                        Ok(at) => this.timer.as_mut().arm(at),
+                        Err(err) => break Err(err),
+                    }
+                }
             }
         };
         // Drop the request now: on a timeout this closes its HTTP/1
         // connection (or resets its HTTP/2 stream) before the release is reported.
-        *this.state = None;
+        *this.state = State::Done;
         Poll::Ready(out)
     }
 }
 
+/// Our tag on the connection hyper-util recorded.
 fn connection_info(connected: Option<&Connected>) -> Option<ConnectionInfo> {
-    let mut ext = http::Extensions::new();
-    connected?.get_extras(&mut ext);
-    ext.remove::<ConnectionInfo>()
+    thread_local! {
+        /// `Connected` hands out its extras only by copying them into an
+        /// `Extensions`: reusing one map per thread saves allocating and
+        /// freeing a map per request.
+        static SCRATCH: RefCell<http::Extensions> = RefCell::new(http::Extensions::new());
+    }
+    let connected = connected?;
+    SCRATCH.with_borrow_mut(|ext| {
+        connected.get_extras(ext);
+        ext.remove::<ConnectionInfo>()
+    })
 }
 
 /// A response without our connection tag: impossible with our connector,

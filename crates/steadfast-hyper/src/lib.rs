@@ -7,6 +7,7 @@ mod conn;
 mod connect;
 mod error;
 mod future;
+mod request;
 #[cfg(feature = "rustls")]
 mod tls;
 mod transport;

@@ -6,25 +6,23 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use http::uri::Scheme;
 use http::{Request, Response, Uri};
 use http_body::Body;
 use http_body_util::BodyExt;
-use http_body_util::combinators::UnsyncBoxBody;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::capture_connection;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use steadfast_core::pool::PoolObserver;
 use steadfast_core::{BoxError, Deadline, Transport};
+use tokio::time::Instant;
 
-use crate::body::{HyperBody, Limits};
+use crate::body::HyperBody;
 use crate::config::{Builder, Config};
 use crate::conn::{ConnShared, HostState, Hosts};
 use crate::connect::Connector;
 use crate::error::{ErrorKind, HyperError, find_in_chain};
 use crate::future::ResponseFuture;
-
-type RequestBody = UnsyncBoxBody<Bytes, BoxError>;
+use crate::request::{InFlight, RequestBody};
 
 /// A production [`Transport`] over hyper-util's pooled client.
 ///
@@ -40,6 +38,8 @@ struct Inner {
     client: Client<Connector, RequestBody>,
     hosts: Arc<Hosts>,
     config: Config,
+    #[cfg(feature = "pool-stats")]
+    pool_stats: Option<Arc<steadfast_pool::PoolStats>>,
 }
 
 impl fmt::Debug for HyperTransport {
@@ -77,10 +77,11 @@ impl HyperTransport {
 
     pub(crate) fn from_parts(
         config: Config,
-        observer: Arc<dyn PoolObserver>,
+        #[cfg(feature = "pool-stats")] pool_stats: Option<Arc<steadfast_pool::PoolStats>>,
+        observer: Option<Arc<dyn PoolObserver>>,
         #[cfg(feature = "rustls")] tls: crate::tls::Tls,
     ) -> Self {
-        let hosts = Arc::new(Hosts::new(observer, config.max_connections_per_host));
+        let hosts = Arc::new(Hosts::new(observer, &config));
         let connector = Connector::new(
             &config,
             hosts.clone(),
@@ -100,6 +101,8 @@ impl HyperTransport {
                 client,
                 hosts,
                 config,
+                #[cfg(feature = "pool-stats")]
+                pool_stats,
             }),
         }
     }
@@ -107,6 +110,15 @@ impl HyperTransport {
     /// The validated configuration.
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// The `PoolStats` this transport reports its pool events to (feature
+    /// `pool-stats`): the one given to [`Builder::pool_stats`], or the one
+    /// [`Builder::build`] created because no observer was set. `None` with
+    /// another observer, or with `NoopPoolObserver`.
+    #[cfg(feature = "pool-stats")]
+    pub fn pool_stats(&self) -> Option<&Arc<steadfast_pool::PoolStats>> {
+        self.inner.pool_stats.as_ref()
     }
 
     /// Current counters; a handful of atomic loads and one short read lock.
@@ -158,14 +170,17 @@ impl Inner {
             Err(e) => return ResponseFuture::failed(e),
         };
         self.hosts.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let limits = Limits {
-            read_timeout: self.config.read_timeout,
-            deadline: Deadline::of(&req).map(Deadline::instant),
-        };
-        let capture = capture_connection(&mut req);
-        let req = req.map(|b| b.map_err(Into::into).boxed_unsync());
+        let deadline = Deadline::of(&req).map(Deadline::instant);
+        // Exact pool events cost a capture channel per request: only for an observer.
+        let capture = host
+            .observer
+            .is_some()
+            .then(|| capture_connection(&mut req));
+        let in_flight = InFlight::new(host, Instant::now());
+        let sent = in_flight.clone();
+        let req = req.map(|b| RequestBody::new(b.map_err(Into::into).boxed_unsync(), sent));
         let response = self.client.request(req);
-        ResponseFuture::start(response, capture, host, limits, self.config.max_body)
+        ResponseFuture::start(response, in_flight, capture, deadline)
     }
 
     /// The host state for `uri`, or why the request cannot be sent.
@@ -178,20 +193,26 @@ impl Inner {
                 Some("the URI must be absolute: scheme://host[:port]/path".into()),
             ));
         };
-        if *scheme == Scheme::HTTPS {
+        let https = match scheme.as_str() {
+            "http" => false,
+            #[cfg(feature = "rustls")]
+            "https" => true,
             #[cfg(not(feature = "rustls"))]
-            return Err(crate::connect::https_unsupported(&format!(
-                "https://{authority}"
-            )));
-        } else if *scheme != Scheme::HTTP {
-            return Err(HyperError::new(
-                ErrorKind::InvalidRequest,
-                &format!("{scheme}://{authority}"),
-                false,
-                Some(format!("unsupported scheme {scheme:?}: use http or https").into()),
-            ));
-        }
-        Ok(self.hosts.get(scheme, authority))
+            "https" => {
+                return Err(crate::connect::https_unsupported(&format!(
+                    "https://{authority}"
+                )));
+            }
+            _ => {
+                return Err(HyperError::new(
+                    ErrorKind::InvalidRequest,
+                    &format!("{scheme}://{authority}"),
+                    false,
+                    Some(format!("unsupported scheme {scheme:?}: use http or https").into()),
+                ));
+            }
+        };
+        Ok(self.hosts.get(https, authority))
     }
 }
 

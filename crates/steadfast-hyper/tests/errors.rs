@@ -78,6 +78,46 @@ async fn a_slow_body_within_the_read_timeout_completes() {
     assert_eq!(read_all(res.into_body()).await.unwrap().len(), 32);
 }
 
+/// The read timeout counts from the moment a connection takes the request,
+/// not from the first poll: here the second request waits 0.8 s for the
+/// only connection, then gets its head 0.5 s after sending, 1.3 s after it
+/// started, well within a 1 s read timeout of its own.
+#[tokio::test]
+async fn the_wait_for_a_connection_does_not_count_against_the_read_timeout() {
+    let server = FaultServer::start().await;
+    let t = transport()
+        .max_connections_per_host(1)
+        .read_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let first = tokio::spawn({
+        let (t, url) = (t.clone(), server.url("/slow?ms=800"));
+        async move { read_all(t.send(get(&url)).await?.into_body()).await }
+    });
+    // Once the first request holds the only connection, the second must wait.
+    while t.snapshot().connections_open == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let res = t.send(get(&server.url("/slow?ms=500"))).await;
+    let res = res.expect("the head came 0.5 s after sending, within the read timeout");
+    assert_eq!(res.status(), 200);
+    let conn = res
+        .extensions()
+        .get::<steadfast_hyper::ConnectionInfo>()
+        .unwrap();
+    assert_eq!(
+        conn.requests(),
+        2,
+        "the second request on the only connection"
+    );
+    first.await.unwrap().unwrap();
+    assert_eq!(
+        server.stats().connections_accepted,
+        1,
+        "both on one connection"
+    );
+}
+
 #[tokio::test]
 async fn connect_timeout_fires_when_the_server_never_accepts() {
     let hole = common::blackhole().await;

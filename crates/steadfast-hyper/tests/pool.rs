@@ -290,3 +290,69 @@ async fn concurrent_requests_share_the_cap_and_reuse_connections() {
     assert!(ids.len() <= 2, "at most two connections: {ids:?}");
     assert!(server.stats().max_connections_open <= 2);
 }
+
+#[cfg(feature = "pool-stats")]
+#[tokio::test]
+async fn pool_stats_sees_the_connection_opened_used_and_released() {
+    let server = FaultServer::start().await;
+    let stats = steadfast_pool::PoolStats::new();
+    let t = HyperTransport::builder()
+        .pool_stats(stats.clone())
+        .build()
+        .unwrap();
+    assert!(Arc::ptr_eq(t.pool_stats().unwrap(), &stats));
+
+    let res = t.send(get(&server.url("/bytes/10"))).await.unwrap();
+    let held = stats.host_snapshot(server.base_url()).unwrap();
+    assert_eq!((held.in_use, held.released_total), (1, 0), "{held:?}");
+    assert_eq!(read_all(res.into_body()).await.unwrap().len(), 10);
+
+    let h = stats.host_snapshot(server.base_url()).unwrap();
+    assert_eq!(
+        (
+            h.opened_total,
+            h.new_total,
+            h.released_total,
+            h.in_use,
+            h.idle
+        ),
+        (1, 1, 1, 0, 1),
+        "{h:?}"
+    );
+}
+
+#[cfg(feature = "pool-stats")]
+#[tokio::test]
+async fn build_creates_pool_stats_unless_another_observer_is_chosen() {
+    use steadfast_core::pool::NoopPoolObserver;
+
+    let server = FaultServer::start().await;
+    let t = HyperTransport::builder().build().unwrap();
+    let stats = t.pool_stats().expect("created by build()").clone();
+    let res = t.send(get(&server.url("/bytes/10"))).await.unwrap();
+    read_all(res.into_body()).await.unwrap();
+    assert_eq!(stats.snapshot().total.released_total, 1);
+
+    let quiet = HyperTransport::builder()
+        .pool_observer(Arc::new(NoopPoolObserver))
+        .build()
+        .unwrap();
+    assert!(quiet.pool_stats().is_none(), "NoopPoolObserver opts out");
+
+    let rec = Recorder::new();
+    let replaced = HyperTransport::builder()
+        .pool_stats(steadfast_pool::PoolStats::new())
+        .pool_observer(common::observer(&rec))
+        .build()
+        .unwrap();
+    assert!(
+        replaced.pool_stats().is_none(),
+        "the last observer set wins"
+    );
+    let res = replaced
+        .send(get(&server.url("/status/204")))
+        .await
+        .unwrap();
+    drop(res);
+    assert_eq!(rec.check_protocol().released, 1);
+}
