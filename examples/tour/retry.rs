@@ -108,7 +108,7 @@ async fn retries_with_delays(server: &FaultServer) -> Result<(), BoxError> {
 
 async fn retry_after(server: &FaultServer) -> Result<(), BoxError> {
     line("");
-    line("The server says `Retry-After: 1`: the wait replaces the backoff, in full.");
+    line("The server says `Retry-After: 1`: longer than the backoff, so it is waited in full.");
     let client = hyper().with(RetryLayer::new(RetryConfig::default()));
     let t = Instant::now();
     let res = client

@@ -187,13 +187,24 @@ impl Backoff {
         self.base
     }
 
-    /// Checks the parameters: a finite factor of at least 1, and a base no
-    /// larger than the cap.
+    /// Checks the parameters: a finite factor of at least 1, a base no
+    /// larger than the cap, and a base above zero for the curves that grow
+    /// from it (exponential, Fibonacci, linear without a step, decorrelated
+    /// jitter), which would otherwise stay at zero and retry at once, every
+    /// time. [`Backoff::constant`]`(Duration::ZERO)` retries at once on purpose.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Curve::Exponential { factor } = self.curve
             && !(factor.is_finite() && factor >= 1.0)
         {
             return Err(ConfigError::Factor(factor));
+        }
+        let grows_from_base = match self.curve {
+            Curve::Constant => false,
+            Curve::Linear { step } => step.is_zero(),
+            Curve::Exponential { .. } | Curve::Fibonacci => true,
+        };
+        if self.base.is_zero() && (grows_from_base || self.jitter == Jitter::Decorrelated) {
+            return Err(ConfigError::ZeroBase);
         }
         if self.base > self.max_delay {
             return Err(ConfigError::BaseAboveMaxDelay {
@@ -390,6 +401,24 @@ mod tests {
     }
 
     #[test]
+    fn a_zero_base_that_would_never_grow_is_refused() {
+        let zero = Duration::ZERO;
+        for b in [
+            Backoff::exponential(zero),
+            Backoff::fibonacci(zero),
+            Backoff::linear(zero),
+            Backoff::constant(zero).jitter(Jitter::Decorrelated),
+        ] {
+            assert_eq!(b.validate(), Err(ConfigError::ZeroBase), "{b:?}");
+        }
+        let err = ConfigError::ZeroBase.to_string();
+        assert!(err.contains("base is zero"), "{err}");
+        // Retrying at once is still possible, on purpose.
+        assert!(Backoff::constant(zero).validate().is_ok());
+        assert!(Backoff::linear(zero).step(ms(10)).validate().is_ok());
+    }
+
+    #[test]
     fn seeds_make_schedules_reproducible() {
         let b = Backoff::default().max_retries(10);
         assert_eq!(
@@ -440,7 +469,13 @@ mod tests {
     proptest! {
         #[test]
         fn every_schedule_stays_within_its_bounds(b in any_backoff(), seed in any::<u64>()) {
-            prop_assert!(b.validate().is_ok());
+            if let Err(e) = b.validate() {
+                // The generator keeps factor >= 1 and max_delay >= base: only
+                // a zero base that would never grow is refused.
+                prop_assert_eq!(e, ConfigError::ZeroBase);
+                prop_assert!(b.base().is_zero());
+                return Ok(());
+            }
             let delays: Vec<_> = b.seeded(seed).collect();
             prop_assert!(delays.len() <= b.max_retries as usize, "more delays than retries");
             let cap = b.max_delay;

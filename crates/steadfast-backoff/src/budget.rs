@@ -14,6 +14,8 @@
 //! - When the balance is below one token, a **floor** still allows `floor`
 //!   retries per second (10 by default, as a token bucket with a one-second
 //!   burst), so a client with little traffic can still retry.
+//! - A retry that was granted a token but never sent (its request was
+//!   cancelled during the wait) **refunds** it.
 //!
 //! Over any stretch of time, retries are at most `ratio × requests +
 //! floor × (seconds + 1)`.
@@ -175,7 +177,8 @@ impl fmt::Debug for RetryBudget {
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BudgetSnapshot {
-    /// Retries (and hedges) the budget allowed.
+    /// Retries (and hedges) the budget allowed, less the tokens refunded
+    /// by retries that were cancelled before they were sent.
     pub withdrawn: u64,
     /// Retries (and hedges) the budget refused.
     pub denied: u64,
@@ -228,6 +231,34 @@ impl RetryBudget {
         let counter = if ok { &s.withdrawn } else { &s.denied };
         counter.fetch_add(1, Ordering::Relaxed);
         ok
+    }
+
+    /// Gives back a token taken by [`RetryBudget::try_withdraw`] for a retry
+    /// that was not sent after all (the request was cancelled while it
+    /// waited). The token returns to the ratio balance (to the floor when
+    /// the ratio is 0), so the bound on retries still holds: every refund
+    /// matches a withdrawal that did not become a retry.
+    pub fn refund(&self) {
+        let s = &*self.state;
+        if s.config.ratio > 0.0 {
+            let _ = s
+                .balance
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |bits| {
+                    Some((f64::from_bits(bits) + 1.0).to_bits())
+                });
+        } else if s.config.floor > 0 {
+            let interval = NANOS_PER_SEC / u64::from(s.config.floor);
+            let _ = s
+                .floor_tat
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |tat| {
+                    Some(tat.saturating_sub(interval))
+                });
+        }
+        let _ = s
+            .withdrawn
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            });
     }
 
     /// The ratio balance at `now` (tokens; one retry costs one), not
@@ -393,6 +424,32 @@ mod tests {
     }
 
     #[test]
+    fn a_refund_gives_the_token_back_to_its_pool() {
+        let (b, t0) = budget(0.2, 0);
+        for _ in 0..5 {
+            b.deposit();
+        }
+        assert!(b.try_withdraw(t0));
+        assert!(!b.try_withdraw(t0), "one token for five requests");
+        b.refund();
+        assert_eq!(b.snapshot().withdrawn, 0);
+        assert!(b.try_withdraw(t0), "the refunded token is spendable again");
+
+        let (b, t0) = budget(0.0, 1);
+        assert!(b.try_withdraw(t0));
+        assert!(!b.try_withdraw(t0), "the floor's burst of one is spent");
+        b.refund();
+        assert!(b.try_withdraw(t0), "the floor got its token back");
+        assert_eq!(
+            b.snapshot(),
+            BudgetSnapshot {
+                withdrawn: 1,
+                denied: 1
+            }
+        );
+    }
+
+    #[test]
     fn invalid_parameters_are_refused() {
         let t0 = Instant::now();
         for ratio in [-0.1, f64::NAN, f64::INFINITY] {
@@ -428,6 +485,8 @@ mod tests {
     enum Op {
         Deposit(u16),
         Withdraw(u16),
+        /// Refunds up to that many of the tokens withdrawn and not refunded yet.
+        Refund(u16),
         Wait(u32),
     }
 
@@ -435,6 +494,7 @@ mod tests {
         prop_oneof![
             (1u16..200).prop_map(Op::Deposit),
             (1u16..200).prop_map(Op::Withdraw),
+            (1u16..50).prop_map(Op::Refund),
             (0u32..5_000).prop_map(Op::Wait),
         ]
     }
@@ -455,8 +515,15 @@ mod tests {
                     Op::Withdraw(n) => {
                         allowed += (0..n).filter(|_| b.try_withdraw(now)).count() as u64;
                     }
+                    Op::Refund(n) => {
+                        // Only tokens taken can be given back (retries not sent).
+                        let n = u64::from(n).min(allowed);
+                        for _ in 0..n { b.refund(); }
+                        allowed -= n;
+                    }
                     Op::Wait(ms) => now += Duration::from_millis(u64::from(ms)),
                 }
+                // `allowed`: retries actually sent (withdrawn, not refunded).
                 let secs = (now - t0).as_secs_f64();
                 let bound = ratio * deposits as f64 + f64::from(floor) * (secs + 1.0);
                 prop_assert!(allowed as f64 <= bound + 1e-9, "{allowed} > {bound}");

@@ -60,6 +60,13 @@ pub enum ConfigError {
         /// The cap.
         max_delay: Duration,
     },
+    /// The backoff base is zero on a curve that grows from it (exponential,
+    /// Fibonacci, linear without a step) or with decorrelated jitter: every
+    /// delay would be zero.
+    #[error(
+        "backoff base is zero: an exponential, Fibonacci or stepless linear curve (or decorrelated jitter) from zero stays at zero, so every retry would be sent at once; use a base above zero, or Backoff::constant(Duration::ZERO) to retry at once on purpose"
+    )]
+    ZeroBase,
     /// The budget ratio is negative, infinite or NaN.
     #[error(
         "retry budget ratio {0} is invalid: use a finite number of at least 0 (0.2 lets retries add 20 % load)"
@@ -78,6 +85,7 @@ pub enum ConfigError {
 
 /// When to send a hedge: a second copy of an idempotent request, sent when
 /// the first is slow; the first success wins and the other is cancelled.
+/// A delay too large to add to the clock (`Duration::MAX`) means no hedge.
 ///
 /// ```
 /// use std::time::Duration;
@@ -202,7 +210,7 @@ pub(crate) enum BudgetChoice {
 /// | `budget` | [`BudgetConfig::default`]: 20 % + 10/s | retry budget |
 /// | `idempotency_header` | [`DEFAULT_IDEMPOTENCY_HEADER`] | makes POST/PATCH retryable |
 /// | `retry_non_idempotent` | `false` | retry every method |
-/// | `hedging` | none | send a second copy of slow idempotent requests |
+/// | `hedging` | none | send a second copy of slow requests whose method is idempotent |
 /// | `on_retry` | none | hook called before each retry |
 #[derive(Clone)]
 pub struct RetryConfig {
@@ -368,13 +376,17 @@ impl RetryConfigBuilder {
     }
 
     /// Retries every method, as if all were idempotent. Only for APIs whose
-    /// non-idempotent endpoints deduplicate by themselves.
+    /// non-idempotent endpoints deduplicate by themselves. It does not make
+    /// them hedged: hedging sends two copies at once, and needs a method
+    /// idempotent by itself (RFC 9110).
     pub fn retry_non_idempotent(mut self, yes: bool) -> Self {
         self.config.retry_non_idempotent = yes;
         self
     }
 
-    /// Sends hedges for idempotent requests.
+    /// Sends hedges for requests whose method is idempotent (RFC 9110: GET,
+    /// HEAD, OPTIONS, TRACE, PUT, DELETE). A success ends the race; a
+    /// failed copy waits for the other (see the crate docs, Hedging).
     pub fn hedging(mut self, hedging: Hedging) -> Self {
         self.config.hedging = Some(hedging);
         self
@@ -443,10 +455,14 @@ mod tests {
 
     #[test]
     fn builder_validates_once_with_clear_errors() {
-        let cases: [(RetryConfigBuilder, &str); 6] = [
+        let cases: [(RetryConfigBuilder, &str); 7] = [
             (
                 RetryConfig::builder().backoff(Backoff::default().factor(0.0)),
                 "factor",
+            ),
+            (
+                RetryConfig::builder().backoff(Backoff::exponential(Duration::ZERO)),
+                "base is zero",
             ),
             (
                 RetryConfig::builder().budget(BudgetConfig::new().ratio(-1.0)),

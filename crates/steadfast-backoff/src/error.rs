@@ -88,8 +88,8 @@ impl<E> Cause<E> {
 /// The error of a [`crate::Retry`] transport: the request failed, and
 /// either retrying was not allowed or it did not help.
 ///
-/// Every variant says how many attempts were made and carries the last
-/// [`Cause`]; the transport error (or timeout) is also the error's
+/// Every variant says how many attempts were made (every copy of the
+/// request sent, hedges included) and carries the last [`Cause`]; the transport error (or timeout) is also the error's
 /// [`source`](StdError::source), so [`steadfast_core::ErrorClass::of`] sees
 /// through it.
 ///
@@ -113,7 +113,7 @@ pub enum RetryError<E> {
     Exhausted {
         /// The last cause.
         cause: Cause<E>,
-        /// Attempts made (`max_retries + 1`).
+        /// Attempts made (`max_retries + 1`, plus any hedges).
         attempts: u32,
     },
     /// The request may have reached the server and its method is not
@@ -182,7 +182,8 @@ pub enum RetryError<E> {
 }
 
 impl<E> RetryError<E> {
-    /// Attempts made, the first one included.
+    /// Attempts made: every copy of the request sent, the first one and
+    /// hedges included.
     pub const fn attempts(&self) -> u32 {
         match self {
             Self::NotRetryable { attempts, .. }

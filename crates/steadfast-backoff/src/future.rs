@@ -9,8 +9,15 @@ use std::time::Duration;
 use http::Response;
 use steadfast_core::{Deadline, TimeoutError};
 use tokio::time::{Instant, Sleep, Timeout};
+use tracing::Span;
 
 use crate::layer::Attempt;
+
+/// `now + d`, or about 30 years from now when that would overflow (as
+/// [`Deadline::after_from`]): `Duration::MAX` means "never", not a panic.
+pub(crate) fn instant_after(now: Instant, d: Duration) -> Instant {
+    Deadline::after_from(now, d).instant()
+}
 
 /// Runs `op`, and runs it again after each delay of `schedule` while it
 /// fails with an error `should_retry` accepts. Resolves to the first
@@ -167,7 +174,7 @@ where
                     }
                     (this.notify)(*this.attempt, delay, &err);
                     this.state.set(State::Sleeping {
-                        sleep: tokio::time::sleep_until(now + delay),
+                        sleep: tokio::time::sleep_until(instant_after(now, delay)),
                     });
                 }
                 StateProj::Sleeping { sleep } => {
@@ -181,11 +188,13 @@ where
 
 pin_project_lite::pin_project! {
     /// One attempt of the retry layer: the transport's future, under a
-    /// timeout when there is one.
+    /// timeout when there is one, polled in the attempt's span. (The span
+    /// is a field, not an `Instrumented` wrapper: that would move the
+    /// transport's future, request included, once more.)
     #[project = AttemptProj]
     pub(crate) enum AttemptFuture<F> {
-        Plain { #[pin] fut: F },
-        Timed { #[pin] fut: Timeout<F>, err: TimeoutError },
+        Plain { #[pin] fut: F, span: Span },
+        Timed { #[pin] fut: Timeout<F>, err: TimeoutError, span: Span },
     }
 }
 
@@ -197,11 +206,17 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Attempt<RB, E>> {
         match self.project() {
-            AttemptProj::Plain { fut } => fut.poll(cx).map(Attempt::Done),
-            AttemptProj::Timed { fut, err } => fut.poll(cx).map(|r| match r {
-                Ok(r) => Attempt::Done(r),
-                Err(_) => Attempt::TimedOut(*err),
-            }),
+            AttemptProj::Plain { fut, span } => {
+                let _in = span.enter();
+                fut.poll(cx).map(Attempt::Done)
+            }
+            AttemptProj::Timed { fut, err, span } => {
+                let _in = span.enter();
+                fut.poll(cx).map(|r| match r {
+                    Ok(r) => Attempt::Done(r),
+                    Err(_) => Attempt::TimedOut(*err),
+                })
+            }
         }
     }
 }
@@ -272,6 +287,27 @@ mod tests {
                 (2, Duration::from_millis(1), 2)
             ]
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_huge_delay_waits_instead_of_panicking() {
+        let out: Result<(), &str> = retry(|| async { Err("x") }, [Duration::MAX], |_| true)
+            .deadline(Deadline::after(Duration::from_secs(1)))
+            .await;
+        assert_eq!(out, Err("x"), "the deadline ends it");
+        // Without a deadline the wait is "forever": still pending after a year.
+        let mut calls = 0;
+        let fut = retry(
+            || {
+                calls += 1;
+                async { Err::<(), _>("x") }
+            },
+            [Duration::MAX],
+            |_| true,
+        );
+        let year = Duration::from_secs(365 * 86_400);
+        assert!(tokio::time::timeout(year, fut).await.is_err());
+        assert_eq!(calls, 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -3,6 +3,10 @@
 //! 108 log-linear buckets (four per power of two, so a bucket is at most
 //! 25 % wide) from 1 µs to about 4 minutes (longer ones share the last), as relaxed atomic counters:
 //! recording allocates nothing and takes no lock. The percentile is
+//! interpolated linearly within its bucket (as Prometheus'
+//! `histogram_quantile` does), not rounded up to the bucket's upper bound,
+//! which would hedge fewer requests than asked (p90 of latencies spread
+//! evenly over 1-100 ms would be read as 98 ms, hedging 2 % instead of 10 %). The percentile is
 //! recomputed every [`RECOMPUTE_EVERY`] samples and cached, so reading it is
 //! one atomic load. Every [`DECAY_EVERY`] samples all counts are halved, so
 //! the histogram follows a route whose latency changes.
@@ -53,6 +57,15 @@ fn index(latency: Duration) -> usize {
     (SUB + u64::from(msb - SUB_BITS) * SUB + sub) as usize
 }
 
+/// The inclusive lower bound of bucket `i`.
+fn lower_bound(i: usize) -> Duration {
+    if i == 0 {
+        Duration::ZERO
+    } else {
+        upper_bound(i - 1)
+    }
+}
+
 /// The exclusive upper bound of bucket `i`.
 fn upper_bound(i: usize) -> Duration {
     let i = i as u64;
@@ -101,14 +114,20 @@ impl LatencyHistogram {
         } else {
             let target = ((total as f64 * self.percentile).ceil() as u64).max(1);
             let mut seen = 0u64;
-            let bucket = counts
-                .iter()
-                .position(|&c| {
-                    seen += u64::from(c);
-                    seen >= target
-                })
-                .unwrap_or(BUCKETS - 1);
-            u64::try_from(upper_bound(bucket).as_nanos()).unwrap_or(u64::MAX - 1)
+            let mut value = upper_bound(BUCKETS - 1);
+            for (i, &c) in counts.iter().enumerate() {
+                let c = u64::from(c);
+                if seen + c >= target {
+                    // The samples of a bucket are taken as spread evenly over it.
+                    let (lo, hi) = (lower_bound(i), upper_bound(i));
+                    value = lo
+                        + hi.saturating_sub(lo)
+                            .mul_f64((target - seen) as f64 / c as f64);
+                    break;
+                }
+                seen += c;
+            }
+            u64::try_from(value.as_nanos()).unwrap_or(u64::MAX - 1)
         };
         self.cached.store(value, Ordering::Relaxed);
     }
@@ -171,7 +190,45 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_percentile_is_interpolated_within_its_bucket() {
+        // Latencies spread evenly over 1-100 ms: p90 is 90 ms, not the upper
+        // bound of its bucket (98.3 ms).
+        let h = LatencyHistogram::new(0.9, 50);
+        for _ in 0..10 {
+            for ms in 1..=100 {
+                h.record(Duration::from_millis(ms));
+            }
+        }
+        let p = h.current().unwrap();
+        assert!(
+            p > Duration::from_millis(87) && p < Duration::from_millis(93),
+            "{p:?}"
+        );
+    }
+
     proptest! {
+        #[test]
+        fn the_percentile_lies_in_the_bucket_of_the_exact_one(
+            mut samples in proptest::collection::vec(0u64..200_000_000, 1..400),
+            percentile in 0.01f64..=1.0,
+        ) {
+            let h = LatencyHistogram::new(percentile, 1);
+            for &us in &samples {
+                h.record(Duration::from_micros(us));
+            }
+            h.recompute();
+            samples.sort_unstable();
+            let rank = ((samples.len() as f64 * percentile).ceil() as usize).max(1);
+            let exact = Duration::from_micros(samples[rank - 1]);
+            let i = index(exact);
+            let got = h.current().unwrap();
+            prop_assert!(
+                lower_bound(i) <= got && got <= upper_bound(i),
+                "{got:?} outside bucket {i} of {exact:?}"
+            );
+        }
+
         #[test]
         fn every_latency_lands_in_a_bucket_that_bounds_it(us in 0u64..1_000_000_000) {
             let d = Duration::from_micros(us);

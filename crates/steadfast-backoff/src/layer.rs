@@ -10,6 +10,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use http::{Extensions, HeaderMap, Method, Request, Response, Uri, Version};
+use steadfast_core::replay::ReplayError;
 use steadfast_core::{
     Classify, Deadline, DefaultClassifier, ErrorClass, Layer, NotReplayable, Outcome, TimeoutError,
     TimeoutPhase, Transport, TryCloneBody,
@@ -19,7 +20,7 @@ use tokio::time::Instant;
 use crate::budget::RetryBudget;
 use crate::config::{BudgetChoice, HedgeDelay, RetryConfig};
 use crate::error::{Cause, RetryCause, RetryError};
-use crate::future::AttemptFuture;
+use crate::future::{AttemptFuture, instant_after};
 use crate::histogram::LatencyHistogram;
 use crate::policy::{Decision, RetryState, Retryable, Safety, Stop};
 
@@ -90,11 +91,12 @@ pub struct RetrySnapshot {
     pub requests: u64,
     /// Attempts sent to the wrapped transport: requests + retries + hedges.
     pub attempts: u64,
-    /// Retries sent.
+    /// Retries sent (a retry cancelled during its wait is not counted).
     pub retries: u64,
     /// Hedges sent.
     pub hedges: u64,
-    /// Hedges that answered before the attempt they hedged.
+    /// Hedges whose answer (a success, or a rejection of the request as
+    /// such) came first and was returned instead of the hedged attempt's.
     pub hedges_won: u64,
     /// Retries and hedges refused by the retry budget.
     pub budget_exhausted: u64,
@@ -289,19 +291,85 @@ where
             _ => false,
         }
     }
+
+    /// `true` when this copy of a hedged request failed only because its
+    /// body fell behind the other copy's past the replay buffer
+    /// ([`ReplayBody`](steadfast_core::ReplayBody) answers it with
+    /// [`NotReplayable`]): it says nothing about the request, only that
+    /// the copy could not be sent.
+    fn fell_behind(&self) -> bool {
+        let Self::Done(Err(e)) = self else {
+            return false;
+        };
+        let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
+        while let Some(err) = cur {
+            if err.is::<NotReplayable>()
+                || matches!(
+                    err.downcast_ref::<ReplayError>(),
+                    Some(ReplayError::NotReplayable(_))
+                )
+            {
+                return true;
+            }
+            cur = err.source();
+        }
+        false
+    }
 }
 
-fn error_type(cause: &RetryCause<'_>) -> &'static str {
+/// The OpenTelemetry `error.type` of a cause: the status code for a
+/// response (`"503"`), the class of a recognised transport error
+/// (`"connect"`, `"timeout"`, `"reset"`, `"network"`), else the transport
+/// error's type name (`E`).
+fn error_type<'a, E>(cause: &'a RetryCause<'_>) -> &'a str {
     match cause {
-        Cause::Status(_) => "http_status",
+        Cause::Status(s) => s.as_str(),
         Cause::Timeout(_) => "timeout",
         Cause::Transport(e) => match ErrorClass::of(*e) {
             ErrorClass::Connect => "connect",
             ErrorClass::Timeout(_) => "timeout",
             ErrorClass::Reset => "reset",
-            _ => "other",
+            ErrorClass::Network => "network",
+            _ => std::any::type_name::<E>(),
         },
     }
+}
+
+/// `true` for the outcomes that end a hedge race at once: the server
+/// answered (`Success`), or refused the request as such (`Rejected`, which
+/// the other copy would get too). A failure waits for the other copy.
+const fn ends_race(outcome: Outcome) -> bool {
+    matches!(outcome, Outcome::Success | Outcome::Rejected)
+}
+
+/// The result of a hedge race in which no copy succeeded: the first
+/// attempt's (the hedge was a second chance for it), unless that copy only
+/// fell behind the hedge's body; the server's wait is the longer of the two
+/// copies', so a Retry-After on either is honoured.
+fn race_lost<RB, E>(
+    primary: (Attempt<RB, E>, Outcome),
+    hedge: Option<(Attempt<RB, E>, Outcome)>,
+) -> (Attempt<RB, E>, Outcome)
+where
+    E: StdError + Send + Sync + 'static,
+{
+    let Some(hedge) = hedge else {
+        return primary;
+    };
+    if primary.0.fell_behind() {
+        return hedge;
+    }
+    if hedge.0.fell_behind() {
+        return primary;
+    }
+    let (attempt, outcome) = primary;
+    let outcome = match (outcome, hedge.1) {
+        (Outcome::Retryable { after }, Outcome::Retryable { after: other }) => Outcome::Retryable {
+            after: after.max(other),
+        },
+        (outcome, _) => outcome,
+    };
+    (attempt, outcome)
 }
 
 /// When the current attempt must end, and the error to report then.
@@ -328,7 +396,7 @@ impl Limits {
         let Some(limit) = self.attempt_timeout else {
             return total;
         };
-        let end = Instant::now() + limit;
+        let end = instant_after(Instant::now(), limit);
         match total {
             Some(t) if t.0 <= end => Some(t),
             _ => Some((end, TimeoutError::new(TimeoutPhase::Attempt, limit))),
@@ -337,23 +405,39 @@ impl Limits {
 }
 
 impl<T, C> Retry<T, C> {
-    /// One attempt, cut short by the attempt timeout and the deadline. A
-    /// hand-written future (not an `async fn`) so the request is moved once,
-    /// into the transport's future, and not also kept as a parameter.
+    /// The span of one attempt: the transport's events (and those of the
+    /// layers below) nest under it. `Span::none()` when DEBUG is off.
+    fn attempt_span(&self, resend_count: u32, hedge: bool) -> tracing::Span {
+        tracing::debug_span!(
+            "http.client.attempt",
+            retry.name = %self.shared.config.name,
+            http.request.resend_count = resend_count,
+            retry.hedge = hedge,
+        )
+    }
+
+    /// One attempt, cut short by the attempt timeout and the deadline, in
+    /// its span. A hand-written future (not an `async fn`) so the request
+    /// is moved once, into the transport's future, and not also kept as a
+    /// parameter.
     fn attempt<B>(
         &self,
         req: Request<B>,
         limits: Limits,
+        resend_count: u32,
+        hedge: bool,
     ) -> AttemptFuture<impl Future<Output = Result<Response<T::Body>, T::Error>> + Send>
     where
         T: Transport<B>,
     {
-        let fut = self.inner.send(req);
+        let span = self.attempt_span(resend_count, hedge);
+        let fut = span.in_scope(|| self.inner.send(req));
         match limits.attempt_end() {
-            None => AttemptFuture::Plain { fut },
+            None => AttemptFuture::Plain { fut, span },
             Some((at, err)) => AttemptFuture::Timed {
                 fut: tokio::time::timeout_at(at, fut),
                 err,
+                span,
             },
         }
     }
@@ -382,15 +466,19 @@ impl<T, C> Retry<T, C> {
     }
 
     /// One attempt of an idempotent request, with a hedge sent after
-    /// `delay` (if the budget allows): the first final answer wins and the
-    /// other attempt is cancelled by being dropped.
+    /// `delay` (if the budget allows). A success, or a rejection of the
+    /// request as such, ends the race at once, and the other copy is
+    /// cancelled by being dropped; a failed copy waits for the other (see
+    /// [`race_lost`]). Returns the attempt, its outcome, and the hedges
+    /// sent (0 or 1).
     async fn hedged<B>(
         &self,
         first: Request<B>,
         template: &mut Template<B>,
         delay: Option<Duration>,
         limits: Limits,
-    ) -> (Attempt<T::Body, T::Error>, Outcome)
+        resend_count: u32,
+    ) -> (Attempt<T::Body, T::Error>, Outcome, u32)
     where
         T: Transport<B>,
         B: TryCloneBody,
@@ -398,10 +486,12 @@ impl<T, C> Retry<T, C> {
     {
         let shared = &*self.shared;
         let started = Instant::now();
-        let mut primary = pin!(self.attempt(first, limits));
+        let mut primary = pin!(Slot::Running {
+            fut: self.attempt(first, limits, resend_count, false),
+        });
         let mut hedge = pin!(Slot::Idle);
-        let mut timer = pin!(delay.map(|d| tokio::time::sleep_until(started + d)));
-        let mut hedge_started = None;
+        let mut timer = pin!(delay.map(|d| tokio::time::sleep_until(instant_after(started, d))));
+        let mut hedges = 0;
         let mut primary_failed = None;
         let mut hedge_failed = None;
         let record = |since: Instant| {
@@ -411,63 +501,65 @@ impl<T, C> Retry<T, C> {
         };
         poll_fn(|cx| {
             loop {
-                if primary_failed.is_none()
-                    && let Poll::Ready(a) = primary.as_mut().poll(cx)
-                {
+                if let Some(Poll::Ready(a)) = primary.as_mut().poll_running(cx) {
+                    primary.set(Slot::Done);
                     let o = self.outcome(&a);
-                    if !o.is_retryable() {
+                    if ends_race(o) {
                         record(started);
-                        return Poll::Ready((a, o));
+                        return Poll::Ready((a, o, hedges));
                     }
                     primary_failed = Some((a, o));
                 }
                 if let Some(Poll::Ready(a)) = hedge.as_mut().poll_running(cx) {
                     hedge.set(Slot::Done);
                     let o = self.outcome(&a);
-                    if !o.is_retryable() {
+                    if ends_race(o) {
                         shared.counters.hedges_won.fetch_add(1, Ordering::Relaxed);
-                        if let Some(t) = hedge_started {
-                            record(t);
-                        }
+                        // The first attempt took at least this long. Its
+                        // latency, not the hedge's (a sample biased to the
+                        // fast side: only hedges that win are seen), keeps
+                        // the tail in the histogram.
+                        record(started);
                         tracing::debug!(retry.name = %shared.config.name, "hedge won");
-                        return Poll::Ready((a, o));
+                        return Poll::Ready((a, o, hedges));
                     }
                     hedge_failed = Some((a, o));
                 }
-                let hedge_pending = matches!(*hedge, Slot::Running { .. });
-                if !hedge_pending && let Some(failed) = primary_failed.take() {
-                    // Everything sent has failed: report the latest news.
-                    return Poll::Ready(hedge_failed.take().unwrap_or(failed));
+                let hedge_running = matches!(*hedge, Slot::Running { .. });
+                if !hedge_running && let Some(failed) = primary_failed.take() {
+                    // Nothing is in flight any more, and nothing succeeded.
+                    let (a, o) = race_lost(failed, hedge_failed.take());
+                    return Poll::Ready((a, o, hedges));
                 }
+                // The first attempt is still in flight.
                 if matches!(*hedge, Slot::Idle)
                     && let Some(sleep) = timer.as_mut().as_pin_mut()
                     && sleep.poll(cx).is_ready()
                 {
                     timer.set(None);
+                    hedge.set(Slot::Done);
+                    // The copy first: a body that can no longer be copied
+                    // means no hedge, and no token spent on one.
+                    let Ok(req) = template.request() else {
+                        continue;
+                    };
                     let now = Instant::now();
-                    let copy = template.request();
-                    let allowed = shared.budget.as_ref().is_none_or(|b| b.try_withdraw(now));
-                    match copy {
-                        Ok(req) if allowed => {
-                            shared.counters.hedges.fetch_add(1, Ordering::Relaxed);
-                            tracing::debug!(
-                                retry.name = %shared.config.name,
-                                retry.hedge_delay_ms = delay.unwrap_or_default().as_millis() as u64,
-                                "hedging request"
-                            );
-                            hedge_started = Some(now);
-                            hedge.set(Slot::Running {
-                                fut: self.attempt(req, limits),
-                            });
-                            continue;
-                        }
-                        Ok(_) => {
-                            shared.counters.budget_exhausted.fetch_add(1, Ordering::Relaxed);
-                            tracing::debug!(retry.name = %shared.config.name, "hedge refused by the retry budget");
-                            hedge.set(Slot::Done);
-                        }
-                        Err(_) => hedge.set(Slot::Done),
+                    if shared.budget.as_ref().is_some_and(|b| !b.try_withdraw(now)) {
+                        shared.counters.budget_exhausted.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(retry.name = %shared.config.name, "hedge refused by the retry budget");
+                        continue;
                     }
+                    shared.counters.hedges.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(
+                        retry.name = %shared.config.name,
+                        retry.hedge_delay_ms = delay.unwrap_or_default().as_millis() as u64,
+                        "hedging request"
+                    );
+                    hedges = 1;
+                    hedge.set(Slot::Running {
+                        fut: self.attempt(req, limits, resend_count + 1, true),
+                    });
+                    continue;
                 }
                 return Poll::Pending;
             }
@@ -475,20 +567,23 @@ impl<T, C> Retry<T, C> {
         .await
     }
 
-    fn report_retry(
+    /// Announces a retry (event, hook) before its wait; it is counted when
+    /// it is sent. `attempt` is the number of the attempt that failed (for
+    /// the hook), `resend_count` the copies sent so far, hedges included.
+    fn report_retry<E>(
         &self,
         attempt: u32,
+        resend_count: u32,
         delay: Duration,
         from_server: bool,
         cause: RetryCause<'_>,
     ) {
         let shared = &*self.shared;
-        shared.counters.retries.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
             retry.name = %shared.config.name,
-            http.request.resend_count = attempt,
+            http.request.resend_count = resend_count,
             http.response.status_code = cause.status().map(|s| s.as_u16()),
-            error.type = error_type(&cause),
+            error.type = error_type::<E>(&cause),
             retry.delay_ms = delay.as_millis() as u64,
             retry.from_server = from_server,
             retry.cause = %cause,
@@ -499,6 +594,8 @@ impl<T, C> Retry<T, C> {
         }
     }
 
+    /// Ends the request after a retryable failure. `attempts`: the copies
+    /// sent, hedges included.
     fn give_up<RB, E>(
         &self,
         stop: Stop,
@@ -516,10 +613,11 @@ impl<T, C> Retry<T, C> {
                 .budget_exhausted
                 .fetch_add(1, Ordering::Relaxed);
         }
+        let last = attempt.cause();
         tracing::debug!(
             retry.name = %shared.config.name,
             http.request.resend_count = attempts - 1,
-            error.type = error_type(&attempt.cause()),
+            error.type = error_type::<E>(&last),
             retry.stop = ?stop,
             "not retrying"
         );
@@ -716,12 +814,17 @@ impl<T, C> Retry<T, C> {
                 }
             }
         };
+        let safety = Safety::of(req, &config.idempotency_header);
+        // Hedging needs a method that is idempotent by itself (RFC 9110):
+        // two copies in flight at once are not made safe by
+        // `retry_non_idempotent`, nor by an idempotency key (the server may
+        // refuse the second copy as a conflict while the first is running).
+        let hedging = config.hedging.is_some() && safety == Safety::Idempotent;
         let safety = if config.retry_non_idempotent {
             Safety::Idempotent
         } else {
-            Safety::of(req, &config.idempotency_header)
+            safety
         };
-        let hedging = config.hedging.is_some() && safety == Safety::Idempotent;
         Ctx {
             index,
             limits,
@@ -731,13 +834,15 @@ impl<T, C> Retry<T, C> {
         }
     }
 
-    /// One attempt, hedged when that applies, with its outcome.
+    /// One attempt, hedged when that applies, with its outcome and the
+    /// hedges sent. `resend_count`: the copies of the request sent before.
     async fn attempt_classified<B>(
         &self,
         req: Request<B>,
         ctx: Ctx,
         replay: &mut Replay<B>,
-    ) -> (Attempt<T::Body, T::Error>, Outcome)
+        resend_count: u32,
+    ) -> (Attempt<T::Body, T::Error>, Outcome, u32)
     where
         T: Transport<B>,
         B: TryCloneBody,
@@ -745,11 +850,13 @@ impl<T, C> Retry<T, C> {
     {
         if let (Replay::Template(template), true) = (replay, ctx.hedging) {
             let delay = self.hedge_delay();
-            return self.hedged(req, template, delay, ctx.limits).await;
+            return self
+                .hedged(req, template, delay, ctx.limits, resend_count)
+                .await;
         }
-        let a = self.attempt(req, ctx.limits).await;
+        let a = self.attempt(req, ctx.limits, resend_count, false).await;
         let o = self.outcome(&a);
-        (a, o)
+        (a, o, 0)
     }
 
     /// The answer to a request whose last attempt ended with a final outcome.
@@ -789,12 +896,14 @@ impl<T, C> Retry<T, C> {
     /// Everything after a first attempt that failed retryably: decide, wait,
     /// try again. Kept out of `send`'s future (and boxed there) so the
     /// success path moves a small future, not the whole retry machinery.
+    /// `sent`: the copies sent so far, hedges included.
     async fn retry_after_failure<B>(
         &self,
         ctx: Ctx,
         mut replay: Replay<B>,
         mut attempt: Attempt<T::Body, T::Error>,
         mut after: Option<Duration>,
+        mut sent: u32,
     ) -> Result<Response<T::Body>, RetryError<T::Error>>
     where
         T: Transport<B>,
@@ -817,31 +926,63 @@ impl<T, C> Retry<T, C> {
                 copy,
             ) {
                 (Decision::Retry { delay, from_server }, Ok(copy)) => {
-                    self.report_retry(state.attempts() - 1, delay, from_server, attempt.cause());
+                    self.report_retry::<T::Error>(
+                        state.attempts() - 1,
+                        sent,
+                        delay,
+                        from_server,
+                        attempt.cause(),
+                    );
                     // Release the failed response (and its connection) before waiting.
                     drop(attempt);
+                    // `decide` took a budget token for this retry: if the
+                    // caller gives up during the wait, it goes back.
+                    let token = Token(shared.budget.as_ref());
                     if !delay.is_zero() {
                         tokio::time::sleep(delay).await;
                     }
+                    token.spend();
+                    shared.counters.retries.fetch_add(1, Ordering::Relaxed);
                     copy
                 }
                 (Decision::Stop(stop), _) => {
-                    return self.give_up(stop, attempt, state.attempts(), replay.method());
+                    return self.give_up(stop, attempt, sent, replay.method());
                 }
                 (_, Err(reason)) => {
                     return self.give_up(
                         Stop::NotReplayable(reason),
                         attempt,
-                        state.attempts(),
+                        sent,
                         replay.method(),
                     );
                 }
             };
-            let (a, outcome) = self.attempt_classified(next, ctx, &mut replay).await;
-            (attempt, after) = match Self::settle(a, outcome, state.attempts()) {
+            let (a, outcome, hedges) = self.attempt_classified(next, ctx, &mut replay, sent).await;
+            sent += 1 + hedges;
+            (attempt, after) = match Self::settle(a, outcome, sent) {
                 Settled::Done(done) => return done,
                 Settled::Retryable(a, after) => (a, after),
             };
+        }
+    }
+}
+
+/// A budget token taken for a retry that is waiting to be sent: given back
+/// if the wait is cancelled (the request's future dropped), so a caller's
+/// timeout does not spend the budget on retries that never happen.
+struct Token<'a>(Option<&'a RetryBudget>);
+
+impl Token<'_> {
+    /// The retry is being sent: the token stays spent.
+    fn spend(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Token<'_> {
+    fn drop(&mut self) {
+        if let Some(budget) = self.0 {
+            budget.refund();
         }
     }
 }
@@ -867,32 +1008,76 @@ where
         async move {
             let ctx = self.begin(&mut req);
             let mut replay = Replay::of(&req, ctx.may_resend);
-            let (attempt, outcome) = if ctx.hedging {
+            let (attempt, outcome, sent) = if ctx.hedging {
                 // The race holds two attempts and a timer: boxed, so requests
                 // that are not hedged do not carry its size.
-                Box::pin(self.attempt_classified(req, ctx, &mut replay)).await
+                let (a, o, hedges) =
+                    Box::pin(self.attempt_classified(req, ctx, &mut replay, 0)).await;
+                (a, o, 1 + hedges)
             } else if ctx.limits.is_unbounded() {
                 // The common case, kept free of timer machinery; a final
                 // answer goes straight back.
-                let res = self.inner.send(req).await;
+                let span = self.attempt_span(0, false);
+                let fut = {
+                    let _in = span.enter();
+                    self.inner.send(req)
+                };
+                let mut fut = pin!(fut);
+                let res = poll_fn(|cx| {
+                    let _in = span.enter();
+                    fut.as_mut().poll(cx)
+                })
+                .await;
                 let outcome = self.shared.classifier.classify(&res);
                 if !outcome.is_retryable() {
                     return Self::finish(res, 1);
                 }
-                (Attempt::Done(res), outcome)
+                (Attempt::Done(res), outcome, 1)
             } else {
-                let a = self.attempt(req, ctx.limits).await;
+                let a = self.attempt(req, ctx.limits, 0, false).await;
                 let o = self.outcome(&a);
-                (a, o)
+                (a, o, 1)
             };
-            match Self::settle(attempt, outcome, 1) {
+            match Self::settle(attempt, outcome, sent) {
                 Settled::Done(done) => done,
                 // The retry loop is boxed: the success path carries a small
                 // future, and a retry is about to sleep anyway.
                 Settled::Retryable(attempt, after) => {
-                    Box::pin(self.retry_after_failure(ctx, replay, attempt, after)).await
+                    Box::pin(self.retry_after_failure(ctx, replay, attempt, after, sent)).await
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("custom")]
+    struct Custom;
+
+    #[test]
+    fn error_type_follows_opentelemetry() {
+        let status = Cause::Status(http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(error_type::<Custom>(&status), "503");
+        let timeout = Cause::Timeout(TimeoutError::new(TimeoutPhase::Attempt, Duration::ZERO));
+        assert_eq!(error_type::<Custom>(&timeout), "timeout");
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(
+            error_type::<std::io::Error>(&Cause::Transport(&refused)),
+            "connect"
+        );
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(
+            error_type::<std::io::Error>(&Cause::Transport(&reset)),
+            "reset"
+        );
+        // Unrecognised errors: the transport error's type.
+        assert_eq!(
+            error_type::<Custom>(&Cause::Transport(&Custom)),
+            std::any::type_name::<Custom>()
+        );
     }
 }

@@ -16,16 +16,23 @@
 //! 3. **Replayable?** The body must be copyable for another attempt
 //!    ([`steadfast_core::TryCloneBody`]); otherwise [`Stop::NotReplayable`].
 //! 4. **Server's wait.** A delay from the server (Retry-After, the reset of
-//!    an exhausted rate limit) replaces the backoff delay and is waited in
-//!    full: shortening it would only earn another 429. It is not capped by
-//!    the backoff's `max_delay` (that cap is for the client's own guesses);
-//!    a server wait above `max_server_delay` stops at once:
-//!    [`Stop::RetryAfterTooLong`].
+//!    an exhausted rate limit) is a floor under the backoff delay: the wait
+//!    is the longer of the two. A server wait longer than the backoff is
+//!    waited in full (shortening it would only earn another 429) and is not
+//!    capped by the backoff's `max_delay` (that cap is for the client's own
+//!    guesses); a shorter one, `Retry-After: 0` or a date in the past, does
+//!    not switch the backoff (and its jitter) off.
 //! 5. **Deadline.** A wait that does not end before the deadline stops at
-//!    once, instead of sleeping past it: [`Stop::DeadlineExceeded`].
-//! 6. **Budget.** The retry budget must have a token:
+//!    once, instead of sleeping past it: [`Stop::DeadlineExceeded`]. Checked
+//!    before the next rule, so a Retry-After beyond both the deadline and
+//!    `max_server_delay` is reported as the deadline it cannot fit.
+//! 6. **Server's wait too long.** A server wait above `max_server_delay`
+//!    stops at once: [`Stop::RetryAfterTooLong`].
+//! 7. **Budget.** The retry budget must have a token:
 //!    [`Stop::BudgetExhausted`]. It is asked last, so a retry that would not
-//!    happen anyway does not spend one.
+//!    happen anyway does not spend one. The token is taken here; a caller
+//!    that does not send the retry after all (cancelled during the wait)
+//!    gives it back with [`RetryBudget::refund`].
 
 use std::time::Duration;
 
@@ -96,7 +103,8 @@ pub enum Decision {
     Retry {
         /// The wait.
         delay: Duration,
-        /// `true` when the server chose it.
+        /// `true` when the server's wait was the longer one, so the wait is
+        /// the server's.
         from_server: bool,
     },
     /// Give up.
@@ -231,12 +239,12 @@ impl RetryState {
         if let Err(reason) = input.replayable {
             return Decision::Stop(Stop::NotReplayable(reason));
         }
+        // The server's wait is a floor, not a replacement: a server asking
+        // for less than the backoff (`Retry-After: 0`, a past date) must not
+        // turn the backoff and its jitter off.
         let (wait, from_server) = match input.server_delay {
-            Some(after) if after > self.max_server_delay => {
-                return Decision::Stop(Stop::RetryAfterTooLong { retry_after: after });
-            }
-            Some(after) => (after, true),
-            None => (backoff_delay, false),
+            Some(after) if after >= backoff_delay => (after, true),
+            _ => (backoff_delay, false),
         };
         if let Some(deadline) = deadline
             && !deadline.allows_wait(now, wait)
@@ -246,6 +254,11 @@ impl RetryState {
                 from_server,
                 remaining: deadline.remaining_at(now),
             });
+        }
+        if let Some(after) = input.server_delay
+            && after > self.max_server_delay
+        {
+            return Decision::Stop(Stop::RetryAfterTooLong { retry_after: after });
         }
         if let Some(budget) = budget
             && !budget.try_withdraw(now)
@@ -363,6 +376,73 @@ mod tests {
         assert_eq!(s.attempts(), 2);
     }
 
+    #[test]
+    fn a_short_server_wait_is_a_floor_under_the_backoff() {
+        // Retry-After: 0 (or a date in the past) does not switch the backoff off.
+        let b = Backoff::exponential(ms(100)).jitter(Jitter::None);
+        let now = Instant::now();
+        let mut s = RetryState::new(b, Duration::from_secs(60));
+        let zero = Retryable {
+            server_delay: Some(Duration::ZERO),
+            ..OK
+        };
+        let short = Retryable {
+            server_delay: Some(ms(150)),
+            ..OK
+        };
+        assert_eq!(
+            s.decide(zero, None, None, now),
+            Decision::Retry {
+                delay: ms(100),
+                from_server: false
+            }
+        );
+        assert_eq!(
+            s.decide(short, None, None, now),
+            Decision::Retry {
+                delay: ms(200),
+                from_server: false
+            },
+            "the backoff is longer"
+        );
+        assert_eq!(
+            s.decide(short, None, None, now),
+            Decision::Retry {
+                delay: ms(400),
+                from_server: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_server_wait_beyond_the_deadline_names_the_deadline() {
+        // Above max_server_delay too, but raising it would not help: the
+        // deadline is the limit to report.
+        let now = Instant::now();
+        let mut s = RetryState::new(Backoff::default(), Duration::from_secs(60));
+        let input = Retryable {
+            server_delay: Some(Duration::from_secs(120)),
+            ..OK
+        };
+        let deadline = Deadline::after_from(now, Duration::from_secs(30));
+        assert_eq!(
+            s.decide(input, Some(deadline), None, now),
+            Decision::Stop(Stop::DeadlineExceeded {
+                wait: Duration::from_secs(120),
+                from_server: true,
+                remaining: Duration::from_secs(30),
+            })
+        );
+        // With time enough before the deadline, the limit is max_server_delay.
+        let deadline = Deadline::after_from(now, Duration::from_secs(300));
+        assert_eq!(
+            s.decide(input, Some(deadline), None, now),
+            Decision::Stop(Stop::RetryAfterTooLong {
+                retry_after: Duration::from_secs(120)
+            })
+        );
+    }
+
     #[derive(Clone, Debug)]
     struct Step {
         server_delay: Option<u64>,
@@ -405,6 +485,10 @@ mod tests {
                     Decision::Retry { delay, from_server } => {
                         prop_assert!(s.safe);
                         prop_assert!(state.attempts() <= retries + 1, "attempt {} > max", state.attempts());
+                        prop_assert!(
+                            delay >= input.server_delay.unwrap_or_default(),
+                            "waited less than the server asked"
+                        );
                         if from_server {
                             prop_assert_eq!(Some(delay), input.server_delay, "server delay not honoured exactly");
                             prop_assert!(delay <= max_server);

@@ -1,5 +1,6 @@
 //! Hedging over MockTransport on paused time: a second copy of a slow
-//! idempotent request, the first answer wins, the loser is cancelled.
+//! idempotent request, the first success wins, the loser is cancelled; a
+//! failed copy waits for the other.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,7 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body_util::Full;
-use steadfast_backoff::{BudgetConfig, Hedging, Retry, RetryConfig};
+use steadfast_backoff::{BudgetConfig, Hedging, Retry, RetryBudget, RetryConfig};
+use steadfast_core::replay::ReplayBody;
 use steadfast_core::{Transport, transport_fn};
 use steadfast_testkit::{MockTransport, Reply, Route};
 use tokio::time::Instant;
@@ -239,4 +241,290 @@ async fn the_loser_is_cancelled_and_a_failed_attempt_does_not_win() {
     retry.send(get("/x")).await.unwrap();
     assert_eq!(t0.elapsed(), ms(60), "did not wait for the slow loser");
     assert_eq!(dropped.load(Ordering::SeqCst), 4, "the loser was dropped");
+}
+
+/// A streamed request body: `chunks` chunks of 10 bytes, one every `interval`.
+struct Drip {
+    left: usize,
+    interval: Duration,
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Drip {
+    fn new(chunks: usize, interval: Duration) -> Self {
+        Self {
+            left: chunks,
+            interval,
+            sleep: None,
+        }
+    }
+}
+
+impl hyper::body::Body for Drip {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let interval = self.interval;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(interval)));
+        std::task::ready!(sleep.as_mut().poll(cx));
+        self.sleep = None;
+        self.left -= 1;
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_static(
+            b"0123456789",
+        )))))
+    }
+}
+
+fn put_streamed(chunks: usize, interval: Duration, cap: usize) -> Request<ReplayBody<Drip>> {
+    Request::put("http://api.test/upload")
+        .body(ReplayBody::new(Drip::new(chunks, interval), cap))
+        .unwrap()
+}
+
+fn hedge_after(delay: Duration) -> RetryConfig {
+    RetryConfig::builder()
+        .hedging(Hedging::after(delay))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_that_fails_for_good_does_not_beat_a_first_attempt_still_in_flight() {
+    // The first attempt answers 200 after 300 ms; the hedge (sent at 50 ms)
+    // a 500 after 10 ms. The 500 must not end the race: the 200 is coming.
+    let mock = MockTransport::new();
+    mock.on(Route::get("/x"))
+        .reply_once(Reply::status(200).delay(ms(300)))
+        .reply(Reply::status(500).delay(ms(10)));
+    let retry = Retry::new(mock.clone(), hedge_after(ms(50)));
+    let t0 = Instant::now();
+
+    let res = retry.send(get("/x")).await.unwrap();
+
+    assert_eq!(res.status(), 200);
+    assert_eq!(t0.elapsed(), ms(300));
+    let snap = retry.snapshot();
+    assert_eq!((snap.hedges, snap.hedges_won), (1, 0), "{snap:?}");
+
+    // A rejection of the request as such (4xx) does end the race: the
+    // first attempt would be refused the same way.
+    let mock = MockTransport::new();
+    mock.on(Route::get("/x"))
+        .reply_once(Reply::status(200).delay(ms(300)))
+        .reply(Reply::status(404).delay(ms(10)));
+    let retry = Retry::new(mock.clone(), hedge_after(ms(50)));
+    let t0 = Instant::now();
+    assert_eq!(retry.send(get("/x")).await.unwrap().status(), 404);
+    assert_eq!(t0.elapsed(), ms(60));
+    assert_eq!(retry.snapshot().hedges_won, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_whose_streamed_body_fell_behind_does_not_fail_the_upload() {
+    // 100 bytes dripping over 200 ms through a 50-byte replay buffer: the
+    // hedge, sent at 50 ms, shares the stream until the buffer overflows,
+    // then fails with NotReplayable. That says only that the hedge cannot
+    // be sent: the first attempt carries on and succeeds.
+    let mock = MockTransport::new();
+    let upload = mock.on(Route::put("/upload")).reply(Reply::status(200));
+    let retry = Retry::new(mock.clone(), hedge_after(ms(50)));
+
+    let res = retry.send(put_streamed(10, ms(20), 50)).await.unwrap();
+
+    assert_eq!(res.status(), 200);
+    upload.assert_called(1);
+    assert_eq!(
+        upload.calls()[0].body.len(),
+        100,
+        "the whole body went through"
+    );
+    let snap = retry.snapshot();
+    assert_eq!((snap.hedges, snap.hedges_won), (1, 0), "{snap:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_first_attempt_whose_body_fell_behind_gives_way_to_its_hedge() {
+    use http_body_util::BodyExt;
+    // The first copy reads its body slowly (its server is slow to take the
+    // upload); the hedge reads at full speed, reaches the overflow first,
+    // and the first copy fails with NotReplayable: the hedge's answer is
+    // the request's.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&calls);
+    let t = transport_fn(move |req: Request<ReplayBody<Drip>>| {
+        let i = c.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let mut body = req.into_body();
+            let mut read = 0;
+            while let Some(frame) = body.frame().await {
+                read += frame?.into_data().map_or(0, |d| d.len());
+                if i == 0 {
+                    tokio::time::sleep(ms(100)).await;
+                }
+            }
+            let status = if read == 100 { 201 } else { 400 };
+            Ok::<_, steadfast_core::replay::ReplayError>(
+                Response::builder().status(status).body(()).unwrap(),
+            )
+        }
+    });
+    let retry = Retry::new(t, hedge_after(ms(50)));
+
+    let res = retry.send(put_streamed(10, ms(20), 50)).await.unwrap();
+
+    assert_eq!(res.status(), 201);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(retry.snapshot().hedges_won, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_that_cannot_be_copied_spends_no_budget() {
+    // 100 bytes through a 10-byte replay buffer: by the time the hedge is
+    // due, the body cannot be copied, so no hedge is sent, and no retry
+    // budget token is spent on it.
+    let mock = MockTransport::new();
+    mock.on(Route::put("/upload"))
+        .reply(Reply::status(200).delay(ms(500)));
+    let budget = RetryBudget::new(BudgetConfig::new()).unwrap();
+    let config = RetryConfig::builder()
+        .hedging(Hedging::after(ms(50)))
+        .shared_budget(budget.clone())
+        .build()
+        .unwrap();
+    let retry = Retry::new(mock.clone(), config);
+    let body = ReplayBody::new(Full::new(Bytes::from_static(&[7; 100])), 10);
+    let req = Request::put("http://api.test/upload").body(body).unwrap();
+
+    assert_eq!(retry.send(req).await.unwrap().status(), 200);
+
+    mock.assert_called(1);
+    assert_eq!(retry.snapshot().hedges, 0);
+    assert_eq!(budget.snapshot().withdrawn, 0, "a token spent on no hedge");
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_non_idempotent_does_not_make_a_post_hedgeable() {
+    let mock = MockTransport::new();
+    mock.on(Route::post("/orders"))
+        .reply(Reply::status(201).delay(ms(500)));
+    let config = RetryConfig::builder()
+        .retry_non_idempotent(true)
+        .hedging(Hedging::after(ms(50)))
+        .build()
+        .unwrap();
+    let retry = Retry::new(mock.clone(), config);
+    let mut req = get("/orders");
+    *req.method_mut() = Method::POST;
+
+    assert_eq!(retry.send(req).await.unwrap().status(), 201);
+
+    mock.assert_called(1);
+    assert_eq!(retry.snapshot().hedges, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_both_copies_fail_the_longer_retry_after_is_honoured() {
+    // The hedge fails first (503, no Retry-After, at 60 ms); the first
+    // attempt then fails with 503 and `Retry-After: 2` at 300 ms. The
+    // server asked for 2 s: the next attempt waits for it.
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    let t0 = Instant::now();
+    let t = transport_fn(move |_req: Request<Full<Bytes>>| {
+        let i = {
+            let mut log = log.lock().unwrap();
+            log.push(t0.elapsed());
+            log.len() - 1
+        };
+        async move {
+            let (delay, status, retry_after) = match i {
+                0 => (ms(300), 503, Some("2")),
+                1 => (ms(10), 503, None),
+                _ => (ms(1), 200, None),
+            };
+            tokio::time::sleep(delay).await;
+            let mut res = Response::builder().status(status);
+            if let Some(after) = retry_after {
+                res = res.header("retry-after", after);
+            }
+            Ok::<_, std::io::Error>(res.body(()).unwrap())
+        }
+    });
+    let retry = Retry::new(t, hedge_after(ms(50)));
+
+    let res = retry.send(get("/x")).await.unwrap();
+
+    assert_eq!(res.status(), 200);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen[..3], [ms(0), ms(50), ms(2_300)], "{seen:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn errors_count_every_copy_sent_hedges_included() {
+    let mock = MockTransport::new();
+    mock.on(Route::get("/x"))
+        .reply_once(Reply::reset().delay(ms(300)))
+        .reply(Reply::reset().delay(ms(10)));
+    let config = RetryConfig::builder()
+        .hedging(Hedging::after(ms(50)))
+        .max_retries(0)
+        .build()
+        .unwrap();
+    let retry = Retry::new(mock.clone(), config);
+
+    let err = retry.send(get("/x")).await.unwrap_err();
+
+    mock.assert_called(2);
+    assert_eq!(err.attempts(), 2, "{err}");
+    assert!(err.to_string().contains("after 2 attempts"), "{err}");
+    assert_eq!(retry.snapshot().attempts, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_delay_too_large_to_add_means_no_hedge() {
+    let mock = MockTransport::new();
+    mock.on(Route::get("/x"))
+        .reply(Reply::status(200).delay(ms(10)));
+    let retry = Retry::new(mock.clone(), hedge_after(Duration::MAX));
+    assert_eq!(retry.send(get("/x")).await.unwrap().status(), 200);
+    assert_eq!(retry.snapshot().hedges, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_percentile_mode_hedges_the_share_it_is_asked_to() {
+    // Latencies spread evenly over 1-100 ms (a request's latency follows
+    // from its number, so its hedge takes as long and never wins): at p90,
+    // about 10 % of requests are slower than the hedge delay.
+    let t = transport_fn(|req: Request<Full<Bytes>>| {
+        let i: u64 = req.uri().query().unwrap().parse().unwrap();
+        async move {
+            tokio::time::sleep(ms((i * 37) % 100 + 1)).await;
+            Ok::<_, std::io::Error>(Response::new(()))
+        }
+    });
+    let config = RetryConfig::builder()
+        .hedging(Hedging::at_percentile(0.9).min_samples(50))
+        .no_budget()
+        .build()
+        .unwrap();
+    let retry = Retry::new(t, config);
+    const REQUESTS: u64 = 2_000;
+    for i in 0..REQUESTS {
+        retry.send(get(&format!("/x?{i}"))).await.unwrap();
+    }
+    let rate = retry.snapshot().hedges as f64 / REQUESTS as f64;
+    assert!(
+        (0.08..=0.12).contains(&rate),
+        "hedged {:.1} %",
+        rate * 100.0
+    );
 }

@@ -708,3 +708,89 @@ async fn retry_causes_are_typed() {
         ErrorClass::Timeout(Some(TimeoutPhase::Attempt))
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_of_zero_or_in_the_past_does_not_switch_the_backoff_off() {
+    for retry_after in ["0", "Wed, 21 Oct 2015 07:28:00 GMT"] {
+        let mock = MockTransport::new();
+        mock.on(Route::get("/busy"))
+            .reply_times(3, Reply::status(503).header("retry-after", retry_after))
+            .reply(Reply::status(200));
+        let config = RetryConfig::builder()
+            .backoff(Backoff::exponential(ms(100)).jitter(Jitter::None))
+            .build()
+            .unwrap();
+        let res = Retry::new(mock.clone(), config)
+            .send(get("/busy"))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        // The server's wait is a floor under the backoff, not a replacement.
+        assert_eq!(gaps(&mock), [ms(100), ms(200), ms(400)], "{retry_after}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_beyond_the_deadline_and_max_server_delay_names_the_deadline() {
+    // Raising max_server_delay would not help: the deadline is the limit.
+    let mock = MockTransport::new();
+    mock.on(Route::get("/busy"))
+        .reply(Reply::status(503).header("retry-after", "120"));
+    let config = RetryConfig::builder().timeout(secs(30)).build().unwrap();
+    let err = Retry::new(mock.clone(), config)
+        .send(get("/busy"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RetryError::DeadlineExceeded { wait, from_server: true, .. } if wait == secs(120)),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("120s") && msg.contains("30s") && !msg.contains("max_server_delay"),
+        "{msg}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_attempt_timeout_too_large_to_add_means_no_limit() {
+    let mock = MockTransport::new();
+    mock.on(Route::get("/x"))
+        .reply(Reply::status(200).delay(secs(5)));
+    let config = RetryConfig::builder()
+        .attempt_timeout(Duration::MAX)
+        .build()
+        .unwrap();
+    let res = Retry::new(mock, config).send(get("/x")).await.unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_cancelled_during_its_wait_is_not_counted_and_gives_its_token_back() {
+    let mock = MockTransport::new();
+    mock.on(Route::get("/busy"))
+        .reply(Reply::status(503).header("retry-after", "10"));
+    // One retry per second at most, and nothing from the ratio.
+    let budget = RetryBudget::new(BudgetConfig::new().ratio(0.0).floor(1)).unwrap();
+    let config = RetryConfig::builder()
+        .shared_budget(budget.clone())
+        .build()
+        .unwrap();
+    let retry = Retry::new(mock.clone(), config);
+
+    // The caller gives up during the 10 s wait.
+    let cancelled = tokio::time::timeout(ms(100), retry.send(get("/busy"))).await;
+
+    assert!(cancelled.is_err());
+    mock.assert_called(1);
+    let snap = retry.snapshot();
+    assert_eq!((snap.attempts, snap.retries), (1, 0), "{snap:?}");
+    assert_eq!(budget.snapshot().withdrawn, 0, "the token went back");
+    // So the next request of this second can still retry.
+    mock.reset();
+    mock.on(Route::get("/flaky"))
+        .reply_once(Reply::status(503))
+        .reply(Reply::status(200));
+    assert_eq!(retry.send(get("/flaky")).await.unwrap().status(), 200);
+    assert_eq!(retry.snapshot().retries, 1);
+}

@@ -35,6 +35,11 @@ pub const DEFAULT_PROGRESSIVE_STAGES: [f64; 6] = [0.001, 0.01, 0.05, 0.1, 0.25, 
 pub const DEFAULT_TIME_WINDOW_BUCKETS: u32 = 10;
 /// Most buckets a time-based window may have.
 pub const MAX_TIME_WINDOW_BUCKETS: u32 = 1_000;
+/// The smallest rate or share the breaker resolves: one in a million.
+/// Rates are compared in parts per million on the hot path, so a smaller
+/// one would round to zero and silently turn its check off; the builder
+/// refuses it instead.
+pub const MIN_RATE: f64 = 1e-6;
 
 /// The callback type of [`BreakerConfigBuilder::on_transition`].
 pub(crate) type TransitionCallback = Arc<dyn Fn(&TransitionEvent<'_>) + Send + Sync>;
@@ -114,7 +119,8 @@ impl Default for SlidingWindow {
 pub struct SlowCalls {
     /// From send to response head, at or above which a call is slow.
     pub threshold: Duration,
-    /// Share of slow calls in the window, at or above which the breaker trips (0 < rate ≤ 1).
+    /// Share of slow calls in the window, at or above which the breaker trips
+    /// ([`MIN_RATE`] ≤ rate ≤ 1). Checked when a call is slow.
     pub rate: f64,
 }
 
@@ -139,7 +145,8 @@ pub enum HalfOpen {
     Progressive {
         /// How long each stage lasts.
         stage_duration: Duration,
-        /// The share of traffic let through in each stage, rising, each in (0, 1].
+        /// The share of traffic let through in each stage, rising, each from
+        /// [`MIN_RATE`] to 1.
         stages: Arc<[f64]>,
     },
 }
@@ -162,7 +169,7 @@ impl HalfOpen {
         Self::progressive_stages(stage_duration, &DEFAULT_PROGRESSIVE_STAGES)
     }
 
-    /// Custom stages: each a share of traffic in (0, 1], rising.
+    /// Custom stages: each a share of traffic from [`MIN_RATE`] to 1, rising.
     pub fn progressive_stages(stage_duration: Duration, stages: &[f64]) -> Self {
         Self::Progressive {
             stage_duration,
@@ -189,6 +196,12 @@ impl HalfOpen {
                             "progressive stages must be shares in (0, 1], rising; got {stages:?}"
                         )));
                     }
+                    if s < MIN_RATE {
+                        return Err(ConfigError::HalfOpen(format!(
+                            "progressive stage share {s} is below one in a million (1e-6), the \
+                             finest share the breaker resolves; got {stages:?}"
+                        )));
+                    }
                     last = s;
                 }
                 Ok(self)
@@ -211,6 +224,18 @@ pub enum ConfigError {
     /// A rate outside (0, 1].
     #[error("{option} must be a share in (0, 1] (0.5 = 50 %), got {value}")]
     Rate {
+        /// The option.
+        option: &'static str,
+        /// The value given.
+        value: f64,
+    },
+    /// A rate in (0, 1] but below [`MIN_RATE`], which the breaker would
+    /// round to zero.
+    #[error(
+        "{option} of {value} is below one in a million (1e-6), the finest rate the breaker \
+         resolves; use 1e-6 or more"
+    )]
+    RateTooSmall {
         /// The option.
         option: &'static str,
         /// The value given.
@@ -404,14 +429,19 @@ impl BreakerConfigBuilder {
     /// Calls the window must hold before a rate can trip the breaker
     /// (default [`DEFAULT_MINIMUM_CALLS`]). Consecutive failures trip it
     /// whatever the window holds.
+    ///
+    /// The rates are checked when a call fails (the slow-call rate when a
+    /// call is slow), as Polly does: a window that reaches the minimum, or
+    /// the bar, on a success trips at its next failure, not at once.
     pub fn minimum_calls(mut self, calls: u32) -> Self {
         self.config.minimum_calls = calls;
         self
     }
 
     /// The share of failed calls in the window, at or above which the breaker
-    /// trips (default [`DEFAULT_FAILURE_RATE`]). Also the bar each
-    /// progressive half-open stage must stay under.
+    /// trips (default [`DEFAULT_FAILURE_RATE`]), from [`MIN_RATE`] to 1. Also
+    /// the bar each progressive half-open stage must stay under. Checked
+    /// when a call fails (see [`minimum_calls`](Self::minimum_calls)).
     pub fn failure_rate(mut self, rate: f64) -> Self {
         self.config.failure_rate = rate;
         self
@@ -509,14 +539,17 @@ impl BreakerConfigBuilder {
 }
 
 fn check_rate(option: &'static str, value: f64) -> Result<(), ConfigError> {
-    if value > 0.0 && value <= 1.0 {
-        Ok(())
-    } else {
+    if !(value > 0.0 && value <= 1.0) {
         Err(ConfigError::Rate { option, value })
+    } else if value < MIN_RATE {
+        Err(ConfigError::RateTooSmall { option, value })
+    } else {
+        Ok(())
     }
 }
 
-/// A rate in (0, 1] as parts per million, for integer comparisons on the hot path.
+/// A rate from [`MIN_RATE`] to 1 as parts per million (so at least 1), for
+/// integer comparisons on the hot path.
 pub(crate) fn ppm(rate: f64) -> u64 {
     (rate * 1_000_000.0).round() as u64
 }

@@ -122,10 +122,21 @@ pub struct Transition {
     pub break_duration: Option<Duration>,
     /// The window when the transition happened (before any reset).
     pub window: WindowCounts,
+    /// The breaker's generation after this transition. It grows with every
+    /// transition (and with [`reset`](crate::CircuitBreaker::reset) of a
+    /// closed breaker, which is not one, so there may be gaps). Events are
+    /// delivered after the breaker's lock is released, so two transitions
+    /// made on different threads can reach a callback or a subscriber in
+    /// the opposite order; order them by this.
+    pub generation: u64,
 }
 
 /// What an [`on_transition`](crate::BreakerConfigBuilder::on_transition)
 /// callback receives: the transition and which breaker made it.
+///
+/// Callbacks run on the thread that made the transition, after the lock is
+/// released: racing transitions may arrive out of order. The latest
+/// [`Transition::generation`] seen is the breaker's latest state.
 #[derive(Clone, Copy, Debug)]
 pub struct TransitionEvent<'a> {
     /// The breaker's configured name (empty when none was set).
@@ -156,6 +167,7 @@ pub(crate) fn trace(event: &TransitionEvent<'_>) {
                 resilience.circuit_breaker.previous_state = t.from.as_str(),
                 reason = %t.reason,
                 break_duration_ms = break_ms,
+                resilience.circuit_breaker.generation = t.generation,
                 window.calls = t.window.calls,
                 window.failures = t.window.failures,
                 window.slow = t.window.slow,

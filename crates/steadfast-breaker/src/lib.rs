@@ -9,6 +9,7 @@ mod future;
 mod layer;
 pub mod registry;
 mod state;
+mod sync;
 mod window;
 
 pub use classify::BreakerClassifier;

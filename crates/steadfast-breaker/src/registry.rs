@@ -35,9 +35,15 @@ type KeyFn = Arc<dyn Fn(&Uri, &HeaderMap) -> String + Send + Sync>;
 ///   for [`idle_timeout`](Self::idle_timeout) are forgotten by a sweep that
 ///   runs when a new key arrives (at most every half idle timeout, or when
 ///   the registry is full) and by [`evict_idle`](Self::evict_idle). When
-///   full, the least recently used evictable breaker makes room. A breaker
-///   that is open within its break, half-open with a probe out, or isolated
-///   is never evicted; if every slot holds one, the new key's requests pass
+///   full, the least recently used evictable breaker makes room.
+/// - **Never forgets what matters**: only a closed breaker that nothing else
+///   holds may be evicted. A call in flight holds its breaker (its permit
+///   owns a share of the `Arc`), so its result is never recorded into a
+///   breaker the registry has already replaced; so does anyone keeping the
+///   `Arc` from [`get`](Self::get) or [`get_or_create`](Self::get_or_create).
+///   An open, half-open or isolated breaker is kept until it closes: it
+///   remembers its trips (the grown break) and its probes. If every slot
+///   holds a breaker that must be kept, the new key's requests pass
 ///   untracked (counted in [`RegistrySnapshot::untracked`]).
 /// - **Cost**: a known key costs a read lock, one hash lookup and an `Arc`
 ///   clone per call; only new keys take the write lock.
@@ -187,7 +193,7 @@ impl BreakerRegistry {
         if sweep_due || inner.map.len() >= self.max_keys {
             self.sweep(&mut inner, now);
         }
-        if inner.map.len() >= self.max_keys && !self.evict_lru(&mut inner, now) {
+        if inner.map.len() >= self.max_keys && !self.evict_lru(&mut inner) {
             self.untracked.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 resilience.circuit_breaker.id = %String::from_utf8_lossy(key),
@@ -224,7 +230,7 @@ impl BreakerRegistry {
                 e.last_seen = now;
                 return true;
             }
-            now.saturating_duration_since(e.last_seen) < idle || !e.breaker.is_evictable(now)
+            now.saturating_duration_since(e.last_seen) < idle || !e.breaker.is_evictable()
         });
         let evicted = before - inner.map.len();
         self.evictions.fetch_add(evicted as u64, Ordering::Relaxed);
@@ -232,11 +238,11 @@ impl BreakerRegistry {
         evicted
     }
 
-    fn evict_lru(&self, inner: &mut Inner, now: Instant) -> bool {
+    fn evict_lru(&self, inner: &mut Inner) -> bool {
         let victim = inner
             .map
             .iter()
-            .filter(|(_, e)| e.breaker.is_evictable(now))
+            .filter(|(_, e)| e.breaker.is_evictable())
             .min_by_key(|(_, e)| e.last_seen)
             .map(|(k, _)| k.clone());
         match victim {

@@ -4,9 +4,10 @@
 //! # How it is synchronised
 //!
 //! - One atomic word holds the state and a generation number that every
-//!   transition bumps. The closed-state path reads it, records the outcome in
-//!   the lock-free count window (or the time window's short mutex) and never
-//!   takes the control lock unless the outcome trips the breaker.
+//!   transition (and a reset) bumps. The closed-state path reads it, records
+//!   the outcome in the lock-free count window (or the time window's short
+//!   mutex) and never takes the control lock unless the outcome trips the
+//!   breaker.
 //! - While open, rejections read the word and the break's end (an atomic);
 //!   again no lock.
 //! - Transitions, half-open admission and probe results take a
@@ -18,9 +19,16 @@
 //!   reopened nor close one that is testing the water again. A probe's slot,
 //!   though, is freed whenever the probe returns or is dropped, whatever
 //!   round admitted it: probes in flight never exceed the limit.
+//! - "Ignored" holds however long the straggler was preempted between
+//!   checking its generation and writing: the count window only takes
+//!   writes through a gate tagged with the current closed period, which a
+//!   transition moves and a new closed period drains before clearing
+//!   ([`CountWindow`]'s docs); the time window is checked and written under
+//!   its mutex, which a transition also takes to clear it and publish the
+//!   new generation ([`CircuitBreaker::publish`]).
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use steadfast_core::Outcome;
@@ -29,7 +37,8 @@ use tokio::time::Instant;
 use crate::config::{BreakerConfig, HalfOpen, SlidingWindow, ppm};
 use crate::error::BreakerOpen;
 use crate::event::{self, Reason, State, Transition, TransitionEvent};
-use crate::window::{CountWindow, TimeWindow, WindowCounts};
+use crate::sync::{AtomicBool, AtomicU64, Mutex, MutexGuard, lock};
+use crate::window::{CountWindow, Recorded, TimeWindow, WindowCounts};
 
 const MILLION: u64 = 1_000_000;
 
@@ -66,8 +75,8 @@ pub struct CircuitBreaker {
     /// End of the break, in nanoseconds since `origin`; valid while open.
     open_until: AtomicU64,
     origin: OnceLock<Instant>,
+    /// The sliding window and the run of consecutive failures.
     window: Window,
-    consecutive: AtomicU32,
     rejections: AtomicU64,
     transitions: AtomicU64,
     opened: AtomicU64,
@@ -102,6 +111,8 @@ struct Control {
     generation: u64,
     /// Trips in a row without closing in between (the break grows with it).
     trips: u32,
+    /// The end of the break; set whenever the breaker opens (to a time after
+    /// the opening: see [`saturating_add`]).
     open_until: Option<Instant>,
     /// Probe calls out, whatever round admitted them: a probe of an
     /// abandoned round still occupies a slot until it returns, so there are
@@ -188,7 +199,6 @@ impl CircuitBreaker {
             open_until: AtomicU64::new(0),
             origin: OnceLock::new(),
             window,
-            consecutive: AtomicU32::new(0),
             rejections: AtomicU64::new(0),
             transitions: AtomicU64::new(0),
             opened: AtomicU64::new(0),
@@ -320,8 +330,11 @@ impl CircuitBreaker {
                 return Err(self.reject(self.params.base_break, State::Isolated));
             }
             State::Open => {
-                let until = ctl.open_until.unwrap_or(now);
-                if now < until {
+                // `open` always sets the end of the break, never to `now` or
+                // earlier; were it missing, the break would count as over
+                // (probing beats staying open for good).
+                debug_assert!(ctl.open_until.is_some(), "open without an end of break");
+                if let Some(until) = ctl.open_until.filter(|&until| now < until) {
                     drop(ctl);
                     return Err(self.reject(until - now, State::Open));
                 }
@@ -370,7 +383,7 @@ impl CircuitBreaker {
         let retry_after = match &self.config.half_open {
             HalfOpen::Progressive { stage_duration, .. } => {
                 ctl.probing.stage_started.map_or(Duration::ZERO, |s| {
-                    (s + *stage_duration).saturating_duration_since(now)
+                    saturating_add(s, *stage_duration).saturating_duration_since(now)
                 })
             }
             HalfOpen::Quick { .. } => Duration::ZERO,
@@ -397,7 +410,7 @@ impl CircuitBreaker {
     ) -> bool {
         let p = &mut ctl.probing;
         let started = *p.stage_started.get_or_insert(now);
-        if now < started + stage_duration || p.results.calls == 0 {
+        if now < saturating_add(started, stage_duration) || p.results.calls == 0 {
             return false;
         }
         if p.stage + 1 >= stages {
@@ -440,19 +453,15 @@ impl CircuitBreaker {
         let failed = outcome.is_failure();
         let slow = latency.is_some_and(|l| self.params.slow_threshold.is_some_and(|t| l >= t));
         // The path of a healthy service, kept small enough to inline: a
-        // success, closed, count window, same generation.
+        // success, closed, into a count window full of successes, which it
+        // would leave as it is. Nothing to write, so nothing can land in the
+        // wrong generation: no need to check it.
         if State::from_bits(word) == State::Closed
             && !failed
             && !slow
             && let Window::Count(w) = &self.window
-            && self.word.load(Ordering::Relaxed) == word
+            && w.is_steady()
         {
-            // A window full of successes has no run of failures to end
-            // (failures join the run before the window: `record_closed`), so
-            // only a success that changes the window may have one to end.
-            if w.record_healthy() && self.consecutive.load(Ordering::Relaxed) != 0 {
-                self.consecutive.store(0, Ordering::Relaxed);
-            }
             return;
         }
         self.on_result_slow(word, clock, failed, slow);
@@ -468,6 +477,9 @@ impl CircuitBreaker {
         }
     }
 
+    /// Records the result of a call admitted closed in generation `word`,
+    /// unless the breaker has moved on since (its outcome belongs to a
+    /// window that no longer exists).
     fn record_closed<F: FnOnce() -> Instant>(
         &self,
         word: u64,
@@ -475,48 +487,31 @@ impl CircuitBreaker {
         failed: bool,
         slow: bool,
     ) {
-        if self.word.load(Ordering::Relaxed) != word {
-            // The breaker moved on while this call was out; its outcome
-            // belongs to a window that no longer exists.
-            return;
-        }
-        if !failed && !slow {
-            // The healthy path: nothing can trip, so no counts are needed.
-            match &self.window {
-                Window::Count(w) => {
-                    w.record_healthy();
-                }
-                Window::Time(w) => {
-                    let now = now.get(); // read the clock before taking the lock
-                    lock(w).record(now, false, false);
-                }
-            }
-            if self.consecutive.load(Ordering::Relaxed) != 0 {
-                self.consecutive.store(0, Ordering::Relaxed);
-            }
-            return;
-        }
-        // The run before the window: a success that finds a count window
-        // full of successes leaves the run alone (see `on_result`), which is
-        // sound only if no failure can add to the run after its slot is gone.
-        let run = if failed {
-            self.consecutive
-                .fetch_add(1, Ordering::Relaxed)
-                .saturating_add(1)
-        } else {
-            if self.consecutive.load(Ordering::Relaxed) != 0 {
-                self.consecutive.store(0, Ordering::Relaxed);
-            }
-            0
-        };
-        let counts = match &self.window {
-            Window::Count(w) => w.record(failed, slow),
+        let recorded = match &self.window {
+            // The window's gate checks the generation and keeps it from
+            // changing until the write is done.
+            Window::Count(w) => w.record(word, failed, slow),
             Window::Time(w) => {
-                let now = now.get();
-                lock(w).record(now, failed, slow)
+                let at = now.get(); // read the clock before taking the lock
+                let mut w = lock(w);
+                // Checked under the window's lock, which `publish` holds to
+                // clear the window and store a new generation: the word read
+                // here is the window's (Relaxed suffices, the lock orders it).
+                (self.word.load(Ordering::Relaxed) == word).then(|| Recorded {
+                    counts: w.record(at, failed, slow),
+                    run: w.run(),
+                })
             }
         };
-        if let Some(reason) = self.trip_reason(counts, run, failed, slow) {
+        // The gate is left and the lock released before tripping, which
+        // takes the control lock: `publish` holds that one while it waits
+        // for them.
+        let Some(Recorded { counts, run }) = recorded else {
+            return;
+        };
+        if (failed || slow)
+            && let Some(reason) = self.trip_reason(counts, run, failed, slow)
+        {
             self.trip(word, now.get(), reason, counts);
         }
     }
@@ -633,17 +628,21 @@ impl CircuitBreaker {
         ctl.trips = ctl.trips.saturating_add(1);
         let pause = self.config.break_after_trips(ctl.trips);
         self.origin.get_or_init(|| now);
-        let until = now.checked_add(pause).unwrap_or(now);
+        let until = saturating_add(now, pause);
         ctl.open_until = Some(until);
+        // Relaxed: published with the state by `publish`'s Release.
         self.open_until.store(self.ticks(until), Ordering::Relaxed);
-        self.consecutive.store(0, Ordering::Relaxed);
+        match &self.window {
+            Window::Count(w) => w.reset_run(),
+            Window::Time(w) => lock(w).reset_run(),
+        }
         self.opened.fetch_add(1, Ordering::Relaxed);
         self.set_state(ctl, State::Open, reason, Some(pause), window)
     }
 
+    /// Closes the breaker; `publish` starts the new closed period with an
+    /// empty window.
     fn close(&self, ctl: &mut Control, reason: Reason, window: WindowCounts) -> Transition {
-        self.clear_window();
-        self.consecutive.store(0, Ordering::Relaxed);
         ctl.trips = 0;
         ctl.open_until = None;
         ctl.probing = Probing::default();
@@ -661,10 +660,7 @@ impl CircuitBreaker {
     ) -> Transition {
         let from = ctl.state;
         ctl.state = to;
-        ctl.generation += 1;
-        // Release: a reader that sees the new state also sees `open_until`
-        // and the cleared window.
-        self.word.store(Self::word_of(ctl), Ordering::Release);
+        let generation = self.publish(ctl);
         self.transitions.fetch_add(1, Ordering::Relaxed);
         Transition {
             from,
@@ -672,7 +668,46 @@ impl CircuitBreaker {
             reason,
             break_duration,
             window,
+            generation,
         }
+    }
+
+    /// Starts a new generation of `ctl.state` (already set) and publishes it;
+    /// a closed one starts with an empty window and no run of failures.
+    /// Results of calls admitted in earlier generations are ignored from
+    /// here on, including those already past their generation check (see
+    /// the module docs). Returns the new generation.
+    fn publish(&self, ctl: &mut Control) -> u64 {
+        // Relaxed: only the control lock's holder writes the word.
+        let old = self.word.load(Ordering::Relaxed);
+        ctl.generation += 1;
+        let new = Self::word_of(ctl);
+        let fresh = ctl.state == State::Closed;
+        match &self.window {
+            Window::Count(w) => {
+                // The gate follows the word: `old` is the period it is at
+                // (every move happens here, under the control lock).
+                if fresh {
+                    w.restart(old, new);
+                } else {
+                    w.retag(old, new);
+                }
+                // Release: a reader that sees the new word also sees
+                // `open_until` and the window as restarted.
+                self.word.store(new, Ordering::Release);
+            }
+            Window::Time(w) => {
+                // Stored under the window's lock: a recorder that takes it
+                // after this sees the new word and stays out; one that took
+                // it before wrote into a window cleared here.
+                let mut w = lock(w);
+                if fresh {
+                    w.clear();
+                }
+                self.word.store(new, Ordering::Release);
+            }
+        }
+        ctl.generation
     }
 
     const fn word_of(ctl: &Control) -> u64 {
@@ -701,16 +736,18 @@ impl CircuitBreaker {
     }
 
     /// Closes the breaker by hand, from any state, and forgets its history:
-    /// window, consecutive failures, and the grown break.
+    /// window, consecutive failures, the grown break, and the calls in
+    /// flight (their results will not count).
     pub fn reset(&self) {
         let mut pending = Pending::default();
         {
             let mut ctl = self.lock();
             let window = self.window_counts();
             if ctl.state == State::Closed {
-                self.clear_window();
-                self.consecutive.store(0, Ordering::Relaxed);
+                // A new closed period, which is not a transition: calls
+                // admitted before the reset no longer count.
                 ctl.trips = 0;
+                self.publish(&mut ctl);
             } else {
                 pending.push(self.close(&mut ctl, Reason::Reset, window));
             }
@@ -770,7 +807,10 @@ impl CircuitBreaker {
         BreakerSnapshot {
             state: self.state(),
             window,
-            consecutive_failures: self.consecutive.load(Ordering::Relaxed),
+            consecutive_failures: match &self.window {
+                Window::Count(w) => w.run(),
+                Window::Time(w) => lock(w).run(),
+            },
             rejections: self.rejections.load(Ordering::Relaxed),
             transitions: self.transitions.load(Ordering::Relaxed),
             opened: self.opened.load(Ordering::Relaxed),
@@ -781,13 +821,6 @@ impl CircuitBreaker {
         match &self.window {
             Window::Count(w) => w.counts(),
             Window::Time(w) => lock(w).counts(),
-        }
-    }
-
-    fn clear_window(&self) {
-        match &self.window {
-            Window::Count(w) => w.clear(),
-            Window::Time(w) => lock(w).clear(),
         }
     }
 
@@ -827,17 +860,22 @@ impl CircuitBreaker {
         self.touched.swap(false, Ordering::Relaxed)
     }
 
-    /// Whether forgetting this breaker loses nothing that matters: it is
-    /// closed, or its break is over with no probe out. Open breakers in their
-    /// break and isolated ones are kept.
-    pub(crate) fn is_evictable(&self, now: Instant) -> bool {
-        let ctl = self.lock();
-        match ctl.state {
-            State::Closed => true,
-            State::Open => ctl.open_until.is_none_or(|u| now >= u),
-            State::HalfOpen => ctl.probes_out == 0,
-            State::Isolated => false,
+    /// Whether a registry may forget this breaker, which it alone holds:
+    /// only a closed breaker may go. One that is open, half-open or isolated
+    /// still has trips to remember (the grown break, the probes to come)
+    /// until it closes.
+    pub(crate) fn is_evictable(self: &Arc<Self>) -> bool {
+        // Calls in flight through a registry hold owned permits, each a
+        // share of the `Arc`: a breaker anyone else holds stays.
+        if Arc::strong_count(self) != 1 {
+            return false;
         }
+        // Acquire: pairs with the Release decrement of the last share
+        // dropped (a permit's), so the state read below includes that
+        // call's outcome. (Relaxed as `strong_count` reads it, that
+        // decrement does not order anything by itself.)
+        std::sync::atomic::fence(Ordering::Acquire);
+        self.state() == State::Closed
     }
 }
 
@@ -851,9 +889,19 @@ impl std::fmt::Debug for CircuitBreaker {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Nothing panics while these locks are held; tolerate poison anyway.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+/// `t + d`, or as late as an `Instant` goes when that overflows: a break or
+/// stage too long to represent lasts, for all practical purposes, for ever
+/// (never zero, which an overflow falling back to `t` would make it).
+fn saturating_add(t: Instant, d: Duration) -> Instant {
+    let mut d = d;
+    loop {
+        if let Some(later) = t.checked_add(d) {
+            return later;
+        }
+        // Halving converges on the largest representable step in a few
+        // dozen rounds at most, and only for absurd durations.
+        d /= 2;
+    }
 }
 
 /// A point-in-time reading of a breaker.

@@ -2,10 +2,12 @@
 //! and a bucketed window over the last T. Both are sized once at build time
 //! and never allocate afterwards.
 
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::sync::{AtomicU8, AtomicU32, AtomicU64, spin};
 
 /// Most calls a count window may hold (each packed counter has 21 bits).
 pub const MAX_COUNT_WINDOW: u32 = 1 << 20;
@@ -95,7 +97,7 @@ const CONTRIBUTION: [u64; 8] = {
     t
 };
 
-/// The last `size` calls, lock-free.
+/// The last `size` calls and the run of failures that ends them, lock-free.
 ///
 /// A ring of one byte per call plus one packed counter word
 /// (calls | failures | slow). Recording claims a position with one
@@ -103,6 +105,25 @@ const CONTRIBUTION: [u64; 8] = {
 /// steady state of a healthy service) nothing else is written. Otherwise the
 /// slot is swapped and the counters move by the exact difference, so the
 /// counters always equal the sum of the slots, however writers interleave.
+///
+/// # Periods
+///
+/// The window serves one closed period of its breaker at a time, named by
+/// the breaker's state word. A result of an earlier period must never land
+/// in a later one, however long its recorder was preempted between learning
+/// the period and writing. So every write happens inside a *gate*: one word
+/// holding the current period and the number of recorders inside. A recorder
+/// enters with one `fetch_add`, which also tells it the period, and leaves at
+/// once if the period is not its own. The breaker moves the gate to another
+/// period with one `fetch_add` of the difference ([`retag`](Self::retag)),
+/// and before it empties the window for a new closed period it shuts the
+/// gate and waits for the recorders inside to leave
+/// ([`restart`](Self::restart)). Entering, moving and draining all act on
+/// that one word, so their order is its modification order: no fence and no
+/// `SeqCst` are needed, only Acquire/Release to carry the writes across.
+///
+/// A success that finds the window full of successes ([`is_steady`](Self::is_steady))
+/// would leave it as it is: it writes nothing and needs no gate.
 #[derive(Debug)]
 pub(crate) struct CountWindow {
     hot: Hot,
@@ -119,11 +140,58 @@ pub(crate) struct CountWindow {
 #[derive(Debug)]
 #[repr(align(128))]
 struct Hot {
+    /// The period recorders may write for ([`gate_bits`]) and, in the low
+    /// [`INSIDE_BITS`], how many recorders are inside.
+    gate: AtomicU64,
     head: AtomicU32,
     counts: AtomicU64,
+    /// The current run of consecutive failures.
+    run: AtomicU32,
+}
+
+/// Low bits of the gate that count the recorders inside: at most one per
+/// thread, so far below 2^24.
+const INSIDE_BITS: u32 = 24;
+const INSIDE: u64 = (1 << INSIDE_BITS) - 1;
+
+/// The gate bits of a period: the low 40 bits of the breaker's word (its
+/// state and 38 bits of generation; a stale recorder would have to come back
+/// exactly 2^38 transitions later to pass for a current one).
+const fn gate_bits(period: u64) -> u64 {
+    period << INSIDE_BITS
+}
+
+/// The period of a shut gate. Periods are closed breakers' words, whose two
+/// state bits are 0, so this one (all ones) is never a recorder's.
+const SHUT: u64 = u64::MAX >> INSIDE_BITS;
+
+/// What recording a call left behind.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Recorded {
+    /// The window, this call included (racing writers may leave it
+    /// mid-update: see [`WindowCounts::is_sane`]).
+    pub(crate) counts: WindowCounts,
+    /// The run of failures this call extended, or 0 for a success.
+    pub(crate) run: u32,
+}
+
+/// A recorder inside the gate; leaves it when dropped.
+struct Inside<'a>(&'a AtomicU64);
+
+impl Drop for Inside<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // Release: publishes this recorder's writes (the run's plain store
+        // included) to `restart`, whose drain reads the gate with Acquire
+        // before it clears. Every change to the gate is a read-modify-write,
+        // so each such Release heads a release sequence that the drain's
+        // final read belongs to.
+        self.0.fetch_sub(1, Release);
+    }
 }
 
 impl CountWindow {
+    /// An empty window whose gate is open for period 0 (a new breaker's word).
     pub(crate) fn new(size: u32) -> Self {
         assert!(
             size > 0 && size <= MAX_COUNT_WINDOW,
@@ -131,8 +199,10 @@ impl CountWindow {
         );
         Self {
             hot: Hot {
+                gate: AtomicU64::new(gate_bits(0)),
                 head: AtomicU32::new(0),
                 counts: AtomicU64::new(0),
+                run: AtomicU32::new(0),
             },
             slots: (0..size).map(|_| AtomicU8::new(0)).collect(),
             size,
@@ -141,55 +211,94 @@ impl CountWindow {
         }
     }
 
-    /// Records one call and returns the counts including it.
+    /// Records one call of the closed period `period`; `None`, having written
+    /// nothing, when the window serves another period.
     #[inline]
-    pub(crate) fn record(&self, failed: bool, slow: bool) -> WindowCounts {
+    pub(crate) fn record(&self, period: u64, failed: bool, slow: bool) -> Option<Recorded> {
         let new = slot_value(failed, slow);
-        let moved = if new == HEALTHY && self.is_steady() {
-            None
-        } else {
-            self.place(new)
-        };
-        WindowCounts::unpack(moved.unwrap_or_else(|| self.hot.counts.load(Relaxed)))
-    }
-
-    /// Records a successful, fast call; `false` if the window was already
-    /// full of them, and so unchanged.
-    #[inline]
-    pub(crate) fn record_healthy(&self) -> bool {
-        if self.is_steady() {
-            return false;
+        if new == HEALTHY && self.is_steady() {
+            // Linearised at that load: nothing to write, and no run to end
+            // (see below), whatever the period.
+            return Some(Recorded {
+                counts: WindowCounts::unpack(self.full_healthy),
+                run: 0,
+            });
         }
-        self.place(HEALTHY);
-        true
+        let _inside = self.enter(period)?;
+        // A failure joins the run before its slot is written, so the slot's
+        // swap (Release) carries the increment to whichever success later
+        // replaces that slot...
+        let run = if failed {
+            self.hot.run.fetch_add(1, Relaxed).saturating_add(1)
+        } else {
+            0
+        };
+        let moved = self.place(new);
+        // ...and a success ends the run after its slot is written: if it
+        // replaced a failure, its swap (Acquire) made that failure's
+        // increment visible, so this load sees it (or a later value) and the
+        // run is ended. Hence once successes have replaced every failure in
+        // the window, no run is left, which is what lets a success that
+        // finds the window full of successes skip all this.
+        if !failed && self.hot.run.load(Relaxed) != 0 {
+            self.hot.run.store(0, Relaxed);
+        }
+        let counts = moved.unwrap_or_else(|| self.hot.counts.load(Relaxed));
+        Some(Recorded {
+            counts: WindowCounts::unpack(counts),
+            run,
+        })
     }
 
     /// Whether the window is full of successful, fast calls: the steady
     /// state of a healthy service, where every slot reads the same, so the
     /// ring is the same after one more such call whichever slot it would
     /// replace. Recording one then writes nothing, not even the head, and
-    /// the window's words stay shared in every core's cache. (Linearised at
-    /// this load: a racing writer's call lands after it.)
+    /// the window's words stay shared in every core's cache. (Relaxed: a
+    /// success linearised at this load needs nothing else to be visible; a
+    /// call that happened before it, on this thread or synchronised with
+    /// it, is seen by coherence.)
     #[inline]
-    fn is_steady(&self) -> bool {
+    pub(crate) fn is_steady(&self) -> bool {
         self.hot.counts.load(Relaxed) == self.full_healthy
+    }
+
+    /// Enters the gate if it is open for `period`.
+    #[inline]
+    fn enter(&self, period: u64) -> Option<Inside<'_>> {
+        // Acquire: pairs with the Release of the move to this period, so the
+        // writes that follow land in the window cleared for it.
+        let gate = self.hot.gate.fetch_add(1, Acquire);
+        if gate & !INSIDE == gate_bits(period) {
+            return Some(Inside(&self.hot.gate));
+        }
+        // Not our period: leave, having written nothing to publish.
+        self.hot.gate.fetch_sub(1, Relaxed);
+        None
     }
 
     /// Puts `new` in the next slot; returns the packed counters if they moved.
     #[inline]
     fn place(&self, new: u8) -> Option<u64> {
         // The head wraps at 2^32, which reorders one slot once per four
-        // billion calls; the counters stay exact.
+        // billion calls; the counters stay exact. Relaxed: it only hands out
+        // positions, nothing is published through it.
         let pos = self.hot.head.fetch_add(1, Relaxed);
         let idx = fastmod(pos, self.fastmod_m, self.size) as usize;
         let slot = &self.slots[idx];
-        // Same value as the call it replaces (the steady state of a healthy
-        // service): the swap would change nothing, so skip it (linearised at
-        // this load).
-        if slot.load(Relaxed) == new {
+        // A success over a success (the steady state of a healthy service):
+        // the swap would change nothing, so skip it (linearised at this
+        // load). A failure always swaps, even over an identical failure, so
+        // that its Release carries its run increment (see `record`).
+        if new == HEALTHY && slot.load(Relaxed) == new {
             return None;
         }
-        let old = slot.swap(new, Relaxed);
+        // AcqRel: Release publishes what this recorder did before (a
+        // failure's run increment); Acquire sees what the replaced call's
+        // recorder did before its swap. Exactness of the counters needs no
+        // ordering: every change to a slot and to the counters is a
+        // read-modify-write, so each delta is applied exactly once.
+        let old = slot.swap(new, AcqRel);
         let delta =
             CONTRIBUTION[usize::from(new & 7)].wrapping_sub(CONTRIBUTION[usize::from(old & 7)]);
         if delta == 0 {
@@ -207,15 +316,50 @@ impl CountWindow {
         WindowCounts::unpack(self.hot.counts.load(Relaxed))
     }
 
-    /// Empties the window (on close and reset). Slot by slot with the same
-    /// delta discipline as `record`, so a racing straggler cannot corrupt
-    /// the counters.
-    pub(crate) fn clear(&self) {
+    /// The current run of consecutive failures.
+    pub(crate) fn run(&self) -> u32 {
+        self.hot.run.load(Relaxed)
+    }
+
+    /// Ends the run (on opening; `restart` ends it for good).
+    pub(crate) fn reset_run(&self) {
+        self.hot.run.store(0, Relaxed);
+    }
+
+    /// Moves the gate from period `from` to period `to`, keeping whoever is
+    /// inside. The caller serialises moves (the breaker's control lock) and
+    /// passes the period the gate is at.
+    pub(crate) fn retag(&self, from: u64, to: u64) {
+        // A multiple of 2^INSIDE_BITS: the count is left as it is, and the
+        // period wraps in the high bits. Release: what the caller did before
+        // (a clear) is visible to whoever enters under `to` (Acquire).
+        self.hot
+            .gate
+            .fetch_add(gate_bits(to).wrapping_sub(gate_bits(from)), Release);
+    }
+
+    /// Empties the window and ends the run for a new closed period `to`
+    /// (on close and reset), the gate being at `from`. Once it returns, no
+    /// result of any other period can land. Serialised like [`retag`](Self::retag).
+    pub(crate) fn restart(&self, from: u64, to: u64) {
+        // Shut the gate: whoever enters now leaves at once...
+        self.retag(from, SHUT);
+        // ...and wait for those inside to finish. They are a few
+        // instructions from leaving (no lock, no callback in there). Acquire:
+        // pairs with their Release on leaving, so their writes are done
+        // before the clear below.
+        let mut round = 0;
+        while self.hot.gate.load(Acquire) & INSIDE != 0 {
+            spin(&mut round);
+        }
+        // Alone now: Relaxed, published to the next period by `retag`'s Release.
         let mut removed = 0u64;
         for slot in &self.slots {
             removed = removed.wrapping_add(CONTRIBUTION[usize::from(slot.swap(0, Relaxed) & 7)]);
         }
         self.hot.counts.fetch_sub(removed, Relaxed);
+        self.hot.run.store(0, Relaxed);
+        self.retag(SHUT, to);
     }
 }
 
@@ -229,13 +373,16 @@ const fn fastmod(a: u32, m: u64, d: u32) -> u32 {
     ((low as u128 * d as u128) >> 64) as u32
 }
 
-/// The calls of the last `duration`, in buckets of `duration / buckets`.
+/// The calls of the last `duration`, in buckets of `duration / buckets`,
+/// and the run of failures that ends them. Kept behind the breaker's mutex,
+/// which also orders it against the breaker's periods (see `state.rs`).
 ///
 /// Time is cut into epochs of one bucket length, counted from the first call
 /// seen. At the latest epoch `E` seen, the window holds the calls of epochs
 /// `E − buckets + 1 ..= E`; whole buckets expire as time moves on. A call
 /// reported late (its `now` earlier than one already seen) still counts in
-/// its own bucket if that bucket is in the window, and is dropped otherwise.
+/// its own bucket if that bucket is in the window, and is dropped otherwise
+/// (it still joins or ends the run).
 #[derive(Debug)]
 pub(crate) struct TimeWindow {
     bucket_nanos: u64,
@@ -243,6 +390,7 @@ pub(crate) struct TimeWindow {
     origin: Option<Instant>,
     head: u64,
     totals: WindowCounts,
+    run: u32,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -262,6 +410,7 @@ impl TimeWindow {
             origin: None,
             head: 0,
             totals: WindowCounts::default(),
+            run: 0,
         }
     }
 
@@ -295,6 +444,11 @@ impl TimeWindow {
 
     /// Records one call at `now` and returns the counts including it.
     pub(crate) fn record(&mut self, now: Instant, failed: bool, slow: bool) -> WindowCounts {
+        self.run = if failed {
+            self.run.saturating_add(1)
+        } else {
+            0
+        };
         let epoch = self.epoch(now);
         self.advance(epoch);
         if epoch + self.len() > self.head {
@@ -318,11 +472,22 @@ impl TimeWindow {
         self.totals
     }
 
+    /// The current run of consecutive failures.
+    pub(crate) const fn run(&self) -> u32 {
+        self.run
+    }
+
+    /// Ends the run (on opening; `clear` ends it too).
+    pub(crate) const fn reset_run(&mut self) {
+        self.run = 0;
+    }
+
     pub(crate) fn clear(&mut self) {
         self.buckets.fill(Bucket::default());
         self.origin = None;
         self.head = 0;
         self.totals = WindowCounts::default();
+        self.run = 0;
     }
 }
 
@@ -350,11 +515,11 @@ mod tests {
             let mut model: VecDeque<(bool, bool)> = VecDeque::new();
             for (i, &(failed, slow)) in calls.iter().enumerate() {
                 if clear_at == Some(i) {
-                    w.clear();
+                    w.restart(0, 0);
                     model.clear();
                     prop_assert_eq!(w.counts(), WindowCounts::default());
                 }
-                let got = w.record(failed, slow);
+                let got = w.record(0, failed, slow).unwrap().counts;
                 model.push_back((failed, slow));
                 if model.len() > size as usize {
                     model.pop_front();
@@ -431,15 +596,17 @@ mod tests {
     fn a_full_window_of_successes_takes_more_without_a_write() {
         let w = CountWindow::new(3);
         // Filling the window writes; so does the first success after a failure.
-        assert!(w.record_healthy());
-        w.record(true, false);
+        assert!(!w.is_steady());
+        w.record(0, false, false).unwrap();
+        w.record(0, true, false).unwrap();
         for _ in 0..3 {
-            assert!(w.record_healthy());
+            assert!(!w.is_steady());
+            w.record(0, false, false).unwrap();
         }
         let head = w.hot.head.load(Relaxed);
         for _ in 0..10 {
-            assert!(!w.record_healthy());
-            assert_eq!(w.record(false, false).calls, 3);
+            assert!(w.is_steady());
+            assert_eq!(w.record(0, false, false).unwrap().counts.calls, 3);
         }
         assert_eq!(
             w.hot.head.load(Relaxed),
@@ -455,8 +622,76 @@ mod tests {
             }
         );
         // A slow call still lands, in the slot the ring would have used.
-        assert_eq!(w.record(false, true).slow, 1);
-        assert!(w.record_healthy());
+        assert_eq!(w.record(0, false, true).unwrap().counts.slow, 1);
+        assert!(!w.is_steady());
+    }
+
+    #[test]
+    fn results_of_another_period_write_nothing() {
+        let w = CountWindow::new(4);
+        w.record(0, true, true).unwrap();
+        let head = w.hot.head.load(Relaxed);
+        // Period 4 (generation 1, closed) is not the window's yet.
+        assert!(w.record(4, true, false).is_none());
+        assert!(w.record(4, false, false).is_none());
+        assert_eq!((w.counts().calls, w.run()), (1, 1));
+        assert_eq!(
+            w.hot.head.load(Relaxed),
+            head,
+            "a stale result claimed a slot"
+        );
+        // Moved on (a trip), the window takes nothing from period 0 either.
+        w.retag(0, 5);
+        assert!(w.record(0, true, false).is_none());
+        assert_eq!((w.counts().calls, w.run()), (1, 1));
+        // A new closed period starts empty, without a run, and is recorded.
+        w.restart(5, 8);
+        assert_eq!((w.counts(), w.run()), (WindowCounts::default(), 0));
+        assert!(w.record(0, true, false).is_none());
+        let r = w.record(8, true, false).unwrap();
+        assert_eq!((r.counts.calls, r.counts.failures, r.run), (1, 1, 1));
+        assert_eq!(
+            w.hot.gate.load(Relaxed) & INSIDE,
+            0,
+            "a recorder never left"
+        );
+    }
+
+    /// However recorders of the old period race `restart`, none of their
+    /// results is left in the window once it returns.
+    #[test]
+    fn restart_waits_for_recorders_of_the_old_period() {
+        use std::sync::atomic::AtomicBool;
+        for round in 0..50u32 {
+            let w = std::sync::Arc::new(CountWindow::new(5));
+            let stop = std::sync::Arc::new(AtomicBool::new(false));
+            let threads: Vec<_> = (0..3)
+                .map(|t| {
+                    let (w, stop) = (w.clone(), stop.clone());
+                    std::thread::spawn(move || {
+                        let mut i = t;
+                        while !stop.load(Relaxed) {
+                            i += 1;
+                            w.record(0, i % 2 == 0, i % 3 == 0);
+                        }
+                    })
+                })
+                .collect();
+            for _ in 0..round * 100 {
+                std::hint::spin_loop();
+            }
+            w.restart(0, 4);
+            // Checked while the old period's recorders still run.
+            let after = w.counts();
+            stop.store(true, Relaxed);
+            for t in threads {
+                t.join().unwrap();
+            }
+            assert_eq!(
+                (after, w.counts(), w.run()),
+                (WindowCounts::default(), WindowCounts::default(), 0)
+            );
+        }
     }
 
     #[test]
@@ -467,7 +702,7 @@ mod tests {
                 let w = w.clone();
                 std::thread::spawn(move || {
                     for i in 0..20_000u32 {
-                        w.record((i + t) % 3 == 0, (i * t) % 5 == 0);
+                        w.record(0, (i + t) % 3 == 0, (i * t) % 5 == 0);
                     }
                 })
             })

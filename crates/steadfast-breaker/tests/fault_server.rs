@@ -1,5 +1,6 @@
 //! The breaker over a real loopback server (FaultServer), with hyper-util's
 //! client. Real time, short breaks; nothing asserts wall-clock speed.
+#![cfg(not(loom))] // the test tools need tokio's `net`, which loom builds leave out
 
 use std::time::Duration;
 

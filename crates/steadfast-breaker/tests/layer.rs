@@ -1,4 +1,5 @@
 //! The breaker as a transport layer, over MockTransport, on paused time.
+#![cfg(not(loom))] // the test tools need tokio's `net`, which loom builds leave out
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -533,7 +534,8 @@ async fn per_origin_breakers_are_independent() {
 async fn idle_keys_are_evicted_but_open_breakers_are_kept() {
     let mock = MockTransport::new();
     mock.on(Route::any().host("bad.test"))
-        .reply(Reply::status(503));
+        .reply_times(1, Reply::status(503))
+        .reply(Reply::status(200));
     mock.on(Route::any()).reply(Reply::status(200));
     let registry = Arc::new(
         steadfast_breaker::BreakerRegistry::new(
@@ -563,10 +565,152 @@ async fn idle_keys_are_evicted_but_open_breakers_are_kept() {
         registry.get("http://bad.test:80").unwrap().state(),
         State::Open
     );
-    // After its break it may go too.
+    // Past its break it is kept still: until it closes it remembers its
+    // trips, and forgotten, the next call would go out as an ordinary call
+    // rather than as a probe.
     sleep(Duration::from_secs(60)).await;
+    assert_eq!(registry.evict_idle(Instant::now()), 0);
+    assert_eq!(
+        registry.get("http://bad.test:80").unwrap().state(),
+        State::Open
+    );
+    // The probe succeeds and closes it; then it goes like any idle key.
+    client.send(get("http://bad.test/")).await.unwrap();
+    assert_eq!(
+        registry.get("http://bad.test:80").unwrap().state(),
+        State::Closed
+    );
+    sleep(Duration::from_secs(11)).await;
+    registry.evict_idle(Instant::now());
+    sleep(Duration::from_secs(11)).await;
     assert_eq!(registry.evict_idle(Instant::now()), 1);
     assert!(registry.is_empty());
+}
+
+fn registry(config: BreakerConfigBuilder) -> Arc<steadfast_breaker::BreakerRegistry> {
+    Arc::new(steadfast_breaker::BreakerRegistry::new(
+        config.build().unwrap(),
+    ))
+}
+
+/// A full registry never evicts a breaker with calls in flight: their
+/// results would land on a breaker no request uses any more.
+#[tokio::test(start_paused = true)]
+async fn a_breaker_with_calls_in_flight_is_never_evicted() {
+    let mock = MockTransport::new();
+    mock.on(Route::any().host("bad.test"))
+        .reply(Reply::status(503).delay(Duration::from_secs(1)));
+    mock.on(Route::any()).reply(Reply::status(200));
+    let registry = Arc::new(
+        Arc::into_inner(registry(BreakerConfig::builder().consecutive_failures(3)))
+            .unwrap()
+            .max_keys(std::num::NonZeroUsize::MIN),
+    );
+    let client = mock
+        .clone()
+        .with(BreakerLayer::from_registry(registry.clone()));
+    let in_flight: Vec<_> = (0..3)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.send(get("http://bad.test/")).await })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    let bad = registry.get("http://bad.test:80").unwrap();
+    // The registry is full of a closed breaker, but one in use: the new key
+    // passes untracked.
+    client.send(get("http://good.test/")).await.unwrap();
+    assert_eq!(registry.snapshot().untracked, 1);
+    for call in in_flight {
+        assert_eq!(call.await.unwrap().unwrap().status(), 503);
+    }
+    assert!(Arc::ptr_eq(
+        &registry.get("http://bad.test:80").unwrap(),
+        &bad
+    ));
+    assert_eq!(bad.state(), State::Open);
+    let err = client.send(get("http://bad.test/")).await.unwrap_err();
+    assert!(err.is_open(), "{err}");
+}
+
+/// The idle sweep keeps a breaker whose call outlasts the idle timeout.
+#[tokio::test(start_paused = true)]
+async fn a_call_longer_than_the_idle_timeout_keeps_its_breaker() {
+    let mock = MockTransport::new();
+    mock.on(Route::any())
+        .reply(Reply::status(503).delay(Duration::from_secs(60)));
+    let registry = Arc::new(
+        Arc::into_inner(registry(BreakerConfig::builder().consecutive_failures(1)))
+            .unwrap()
+            .idle_timeout(Duration::from_secs(10)),
+    );
+    let client = mock
+        .clone()
+        .with(BreakerLayer::from_registry(registry.clone()));
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { client.send(get("http://slow.test/")).await }
+    });
+    tokio::task::yield_now().await;
+    let breaker = registry.get("http://slow.test:80").unwrap();
+    for _ in 0..3 {
+        sleep(Duration::from_secs(11)).await;
+        assert_eq!(registry.evict_idle(Instant::now()), 0);
+    }
+    assert_eq!(call.await.unwrap().unwrap().status(), 503);
+    assert!(Arc::ptr_eq(
+        &registry.get("http://slow.test:80").unwrap(),
+        &breaker
+    ));
+    assert_eq!(breaker.state(), State::Open);
+}
+
+/// A full registry keeps breakers that have tripped and not closed yet: past
+/// their break, or half-open between probes. Forgotten, the host's next
+/// calls would all go out, not one probe, and a grown break start over.
+#[tokio::test(start_paused = true)]
+async fn tripped_breakers_are_kept_until_they_close() {
+    let mock = MockTransport::new();
+    mock.on(Route::any().host("bad.test"))
+        .reply_times(1, Reply::status(503))
+        .reply(Reply::status(200));
+    mock.on(Route::any()).reply(Reply::status(200));
+    let registry = Arc::new(
+        Arc::into_inner(registry(
+            BreakerConfig::builder()
+                .consecutive_failures(1)
+                .break_duration(Duration::from_secs(5))
+                .half_open(HalfOpen::progressive(Duration::from_secs(10))),
+        ))
+        .unwrap()
+        .max_keys(std::num::NonZeroUsize::MIN),
+    );
+    let client = mock
+        .clone()
+        .with(BreakerLayer::from_registry(registry.clone()));
+    client.send(get("http://bad.test/")).await.unwrap();
+    let bad = registry.get("http://bad.test:80").unwrap();
+    assert_eq!(bad.state(), State::Open);
+    drop(bad);
+
+    // Past the break, still open: kept.
+    advance(Duration::from_secs(6)).await;
+    client.send(get("http://other.test/")).await.unwrap();
+    assert_eq!(registry.snapshot().untracked, 1);
+    let bad = registry.get("http://bad.test:80").unwrap();
+    assert_eq!(bad.state(), State::Open);
+    drop(bad);
+
+    // Half-open, its probe back, the stage not over: kept.
+    client.send(get("http://bad.test/")).await.unwrap();
+    let bad = registry.get("http://bad.test:80").unwrap();
+    assert_eq!(bad.state(), State::HalfOpen);
+    drop(bad);
+    client.send(get("http://other.test/")).await.unwrap();
+    assert_eq!(registry.snapshot().untracked, 2);
+    assert_eq!(registry.snapshot().evictions, 0);
+    let bad = registry.get("http://bad.test:80").unwrap();
+    assert_eq!(bad.state(), State::HalfOpen);
 }
 
 #[tokio::test(start_paused = true)]

@@ -326,6 +326,8 @@ impl Model {
             self.calls.clear();
             self.consecutive = 0;
             self.trips = 0;
+            // A new closed period: the calls in flight no longer count.
+            self.generation += 1;
         } else {
             self.close();
         }

@@ -1,0 +1,161 @@
+//! Tracing: each attempt runs in an `http.client.attempt` span (so the
+//! transport's own events nest under it), and events carry OpenTelemetry
+//! field names and values. A small hand-written subscriber records them.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use steadfast_backoff::{Backoff, Retry, RetryConfig};
+use steadfast_core::{Transport, transport_fn};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Metadata, Subscriber};
+
+type Fields = HashMap<String, String>;
+
+#[derive(Clone, Debug)]
+struct Recorded {
+    message: String,
+    fields: Fields,
+    /// The name and fields of the span the event was emitted in.
+    span: Option<(String, Fields)>,
+}
+
+#[derive(Default)]
+struct Recorder {
+    next: AtomicU64,
+    spans: Mutex<HashMap<u64, (String, Fields)>>,
+    stack: Mutex<Vec<u64>>,
+    events: Mutex<Vec<Recorded>>,
+}
+
+struct Collect<'a>(&'a mut Fields);
+
+impl Visit for Collect<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.to_owned());
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
+        self.0.insert(field.name().to_owned(), format!("{value:?}"));
+    }
+}
+
+/// The subscriber: a handle on the recorder the test reads afterwards.
+struct Handle(Arc<Recorder>);
+
+impl Subscriber for Handle {
+    fn enabled(&self, _: &Metadata<'_>) -> bool {
+        true
+    }
+
+    fn new_span(&self, span: &Attributes<'_>) -> Id {
+        let id = self.0.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut fields = Fields::new();
+        span.record(&mut Collect(&mut fields));
+        self.0
+            .spans
+            .lock()
+            .unwrap()
+            .insert(id, (span.metadata().name().to_owned(), fields));
+        Id::from_u64(id)
+    }
+
+    fn record(&self, _: &Id, _: &Record<'_>) {}
+
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+
+    fn event(&self, event: &Event<'_>) {
+        let mut fields = Fields::new();
+        event.record(&mut Collect(&mut fields));
+        let message = fields.remove("message").unwrap_or_default();
+        let span = self
+            .0
+            .stack
+            .lock()
+            .unwrap()
+            .last()
+            .and_then(|id| self.0.spans.lock().unwrap().get(id).cloned());
+        self.0.events.lock().unwrap().push(Recorded {
+            message,
+            fields,
+            span,
+        });
+    }
+
+    fn enter(&self, span: &Id) {
+        self.0.stack.lock().unwrap().push(span.into_u64());
+    }
+
+    fn exit(&self, span: &Id) {
+        let mut stack = self.0.stack.lock().unwrap();
+        if let Some(i) = stack.iter().rposition(|id| *id == span.into_u64()) {
+            stack.remove(i);
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempts_have_spans_and_events_carry_otel_values() {
+    let recorder = Arc::new(Recorder::default());
+    let _guard = tracing::subscriber::set_default(Handle(Arc::clone(&recorder)));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&calls);
+    let t = transport_fn(move |_req: Request<Full<Bytes>>| {
+        let i = c.fetch_add(1, Ordering::SeqCst);
+        async move {
+            tracing::info!("inner transport sends");
+            let status = if i == 0 { 503 } else { 200 };
+            Ok::<_, std::io::Error>(Response::builder().status(status).body(()).unwrap())
+        }
+    });
+    let config = RetryConfig::builder()
+        .name("api")
+        .backoff(Backoff::default().seed(1))
+        .build()
+        .unwrap();
+    let retry = Retry::new(t, config);
+
+    let res = retry
+        .send(
+            Request::get("http://api.test/x")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+
+    let events = recorder.events.lock().unwrap().clone();
+    let inner: Vec<_> = events
+        .iter()
+        .filter(|e| e.message == "inner transport sends")
+        .collect();
+    assert_eq!(inner.len(), 2, "{events:#?}");
+    for (n, e) in inner.iter().enumerate() {
+        let (name, fields) = e.span.as_ref().expect("the transport's event is in a span");
+        assert_eq!(name, "http.client.attempt");
+        assert_eq!(fields["http.request.resend_count"], n.to_string());
+        assert_eq!(fields["retry.name"], "api");
+        assert_eq!(fields["retry.hedge"], "false");
+    }
+    let retrying = events
+        .iter()
+        .find(|e| e.message == "retrying request")
+        .expect("a retry event");
+    assert_eq!(
+        retrying.fields["error.type"], "503",
+        "the status code, as OTel says"
+    );
+    assert_eq!(retrying.fields["http.response.status_code"], "503");
+    assert_eq!(retrying.fields["http.request.resend_count"], "1");
+    assert!(
+        retrying.span.is_none(),
+        "announced between attempts, not in one"
+    );
+}
