@@ -528,3 +528,36 @@ async fn the_percentile_mode_hedges_the_share_it_is_asked_to() {
         rate * 100.0
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn when_the_first_attempt_fell_behind_a_failed_hedge_is_the_answer() {
+    use http_body_util::BodyExt;
+    // As above, the first copy falls behind its fast hedge and fails with
+    // NotReplayable; but the hedge answers 503. That 503 is the server's
+    // answer to the request: the caller gets it (the body can no longer be
+    // copied for a retry), not the first copy's NotReplayable error.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&calls);
+    let t = transport_fn(move |req: Request<ReplayBody<Drip>>| {
+        let first = c.fetch_add(1, Ordering::SeqCst) == 0;
+        async move {
+            let mut body = req.into_body();
+            while let Some(frame) = body.frame().await {
+                frame?;
+                if first {
+                    tokio::time::sleep(ms(100)).await;
+                }
+            }
+            Ok::<_, steadfast_core::replay::ReplayError>(
+                Response::builder().status(503).body(()).unwrap(),
+            )
+        }
+    });
+    let retry = Retry::new(t, hedge_after(ms(50)));
+
+    let res = retry.send(put_streamed(10, ms(20), 50)).await.unwrap();
+
+    assert_eq!(res.status(), 503);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(retry.snapshot().attempts, 2);
+}

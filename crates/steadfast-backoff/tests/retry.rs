@@ -794,3 +794,63 @@ async fn a_retry_cancelled_during_its_wait_is_not_counted_and_gives_its_token_ba
     assert_eq!(retry.send(get("/flaky")).await.unwrap().status(), 200);
     assert_eq!(retry.snapshot().retries, 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn duration_max_in_every_setting_never_panics() {
+    // Every duration the config takes at its largest: the delays still come
+    // from the curve, and nothing overflows the clock.
+    let mock = MockTransport::new();
+    mock.on(Route::get("/x"))
+        .reply_times(2, Reply::status(503).header("retry-after", "0"))
+        .reply(Reply::status(200));
+    let config = RetryConfig::builder()
+        .backoff(
+            Backoff::exponential(ms(1))
+                .jitter(Jitter::None)
+                .max_delay(Duration::MAX)
+                .max_elapsed(Duration::MAX),
+        )
+        .max_server_delay(Duration::MAX)
+        .attempt_timeout(Duration::MAX)
+        .timeout(Duration::MAX)
+        .budget(BudgetConfig::new().window(Duration::MAX))
+        .hedging(steadfast_backoff::Hedging::after(Duration::MAX))
+        .build()
+        .unwrap();
+    let retry = Retry::new(mock.clone(), config);
+    assert_eq!(retry.send(get("/x")).await.unwrap().status(), 200);
+    assert_eq!(gaps(&mock), [ms(1), ms(2)]);
+    assert_eq!(retry.snapshot().hedges, 0);
+
+    // A wait of Duration::MAX does not fit before a Duration::MAX deadline
+    // (which the clock caps at ~30 years): it fails at once, naming it.
+    let mock = MockTransport::new();
+    mock.on(Route::get("/x")).reply(Reply::status(503));
+    let config = RetryConfig::builder()
+        .backoff(
+            Backoff::constant(Duration::MAX)
+                .max_delay(Duration::MAX)
+                .jitter(Jitter::None),
+        )
+        .timeout(Duration::MAX)
+        .build()
+        .unwrap();
+    let t0 = Instant::now();
+    let err = Retry::new(mock.clone(), config)
+        .send(get("/x"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RetryError::DeadlineExceeded {
+                wait: Duration::MAX,
+                from_server: false,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(t0.elapsed(), Duration::ZERO);
+    mock.assert_called(1);
+}

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
-use steadfast_backoff::{Backoff, Retry, RetryConfig};
+use steadfast_backoff::{Backoff, Hedging, Retry, RetryConfig};
 use steadfast_core::{Transport, transport_fn};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -158,4 +158,64 @@ async fn attempts_have_spans_and_events_carry_otel_values() {
         retrying.span.is_none(),
         "announced between attempts, not in one"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_has_its_own_span_and_giving_up_names_the_error_type() {
+    let recorder = Arc::new(Recorder::default());
+    let _guard = tracing::subscriber::set_default(Handle(Arc::clone(&recorder)));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&calls);
+    // The first copy answers 503 after 300 ms, its hedge (at 50 ms) after 10.
+    let t = transport_fn(move |_req: Request<Full<Bytes>>| {
+        let i = c.fetch_add(1, Ordering::SeqCst);
+        async move {
+            tracing::info!("inner transport sends");
+            let delay = if i == 0 { 300 } else { 10 };
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+            Ok::<_, std::io::Error>(Response::builder().status(503).body(()).unwrap())
+        }
+    });
+    let config = RetryConfig::builder()
+        .name("api")
+        .max_retries(0)
+        .hedging(Hedging::after(std::time::Duration::from_millis(50)))
+        .build()
+        .unwrap();
+    let retry = Retry::new(t, config);
+
+    let res = retry
+        .send(
+            Request::get("http://api.test/x")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+
+    let events = recorder.events.lock().unwrap().clone();
+    let spans: Vec<_> = events
+        .iter()
+        .filter(|e| e.message == "inner transport sends")
+        .map(|e| {
+            let (name, fields) = e.span.clone().expect("in a span");
+            assert_eq!(name, "http.client.attempt");
+            (
+                fields["http.request.resend_count"].clone(),
+                fields["retry.hedge"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        spans,
+        [("0".into(), "false".into()), ("1".into(), "true".into())],
+        "{events:#?}"
+    );
+    let gave_up = events
+        .iter()
+        .find(|e| e.message == "not retrying")
+        .expect("a give-up event");
+    assert_eq!(gave_up.fields["error.type"], "503");
+    assert_eq!(gave_up.fields["http.request.resend_count"], "1");
 }

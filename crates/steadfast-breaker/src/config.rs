@@ -461,7 +461,10 @@ impl BreakerConfigBuilder {
         self
     }
 
-    /// How long the breaker stays open after a first trip (default [`DEFAULT_BREAK_DURATION`]).
+    /// How long the breaker stays open after a first trip (default
+    /// [`DEFAULT_BREAK_DURATION`]). A break too long for the clock
+    /// (`Duration::MAX`) keeps the breaker open until
+    /// [`reset`](crate::CircuitBreaker::reset).
     pub fn break_duration(mut self, duration: Duration) -> Self {
         self.config.break_duration = duration;
         self
