@@ -25,9 +25,12 @@ pub const OVERFLOW_HOST: &str = "(other)";
 /// responses are small, raise it when you stream large bodies.
 pub const DEFAULT_LEAK_THRESHOLD: Duration = Duration::from_secs(60);
 
-/// Default quiet period after which a host whose in-use count stayed above
-/// zero with no new request is reported as stuck.
-pub const DEFAULT_QUIESCENCE: Duration = Duration::from_secs(30);
+/// Default quiet period after which a host whose requests in flight stayed
+/// above zero with no new request is reported as stuck. Equal to
+/// [`DEFAULT_LEAK_THRESHOLD`]: every request of a stuck host started before
+/// the quiet period, so a shorter period would report a lone slow download
+/// as stuck before the held-too-long check finds its age suspicious.
+pub const DEFAULT_QUIESCENCE: Duration = DEFAULT_LEAK_THRESHOLD;
 
 /// The validated settings of a [`PoolStats`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,7 +163,7 @@ mod tests {
         );
         assert_eq!(
             format!("{:?}", LeakConfig::default()),
-            "LeakConfig { threshold: 60s, quiescence: 30s }"
+            "LeakConfig { threshold: 60s, quiescence: 60s }"
         );
         assert_eq!(OVERFLOW_HOST, "(other)");
     }

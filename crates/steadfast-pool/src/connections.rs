@@ -1,5 +1,13 @@
-//! Per-connection tracking: which connections are in use, since when, and
-//! how many requests each served.
+//! Per-connection tracking: which connections are in use, by which
+//! requests since when, and how many requests each served.
+//!
+//! Ages are per request, not per connection: a multiplexed HTTP/2
+//! connection can stay busy for hours with every request on it short, and
+//! only a request that has held it past the threshold is a leak. The core
+//! protocol does not name the request in a release, so a release retires
+//! the in-flight request whose start best matches `now − held` (exact up to
+//! the few nanoseconds between the transport's clock read and ours; a
+//! near-tie can only swap two requests that started together).
 //!
 //! A small sharded map keyed by [`ConnectionId`]. A request touches one
 //! shard twice (acquire, release), each time for a few nanoseconds under an
@@ -9,6 +17,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use steadfast_core::pool::ConnectionId;
 use tokio::time::Instant;
@@ -16,19 +25,41 @@ use tokio::time::Instant;
 const SHARDS: usize = 8;
 
 /// What is known about one live connection.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Slot {
-    /// When the connection last went from idle to in use; `None` when idle.
-    pub(crate) busy_since: Option<Instant>,
-    /// Requests using it now (more than one only on multiplexed HTTP/2).
-    pub(crate) in_flight: u32,
+    /// When each request using it now acquired it (more than one only on
+    /// multiplexed HTTP/2). The vector keeps its capacity across requests,
+    /// so a connection allocates once, for its highest concurrency.
+    started: Vec<Instant>,
     /// Requests it has served.
     pub(crate) requests: u64,
     /// `connection_opened` was seen. A slot created by an acquire that raced
     /// the close of its connection is dropped at release instead of lingering.
     pub(crate) opened: bool,
-    /// The leak detector already reported this busy period.
-    pub(crate) reported: bool,
+    /// The start of the request the leak detector last reported, so each
+    /// held request is reported once.
+    pub(crate) reported: Option<Instant>,
+}
+
+impl Slot {
+    /// Requests using the connection now.
+    pub(crate) fn in_flight(&self) -> u32 {
+        u32::try_from(self.started.len()).unwrap_or(u32::MAX)
+    }
+
+    /// When the longest-running request using it started.
+    pub(crate) fn oldest(&self) -> Option<Instant> {
+        self.started.iter().min().copied()
+    }
+}
+
+/// How an event changed whether a connection is busy (serving at least one
+/// request): the host turns these into its busy-connection gauge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Busy {
+    Unchanged,
+    Became,
+    Ended,
 }
 
 #[derive(Debug)]
@@ -60,34 +91,60 @@ impl ConnectionTable {
     }
 
     #[inline]
-    pub(crate) fn acquired(&self, id: ConnectionId, now: Instant) {
+    pub(crate) fn acquired(&self, id: ConnectionId, now: Instant) -> Busy {
         let mut shard = self.shard(id);
         let slot = shard.entry(id.0).or_default();
-        if slot.in_flight == 0 {
-            slot.busy_since = Some(now);
-            slot.reported = false;
-        }
-        slot.in_flight = slot.in_flight.saturating_add(1);
+        slot.started.push(now);
         slot.requests += 1;
-    }
-
-    #[inline]
-    pub(crate) fn released(&self, id: ConnectionId) {
-        let mut shard = self.shard(id);
-        if let Some(slot) = shard.get_mut(&id.0) {
-            slot.in_flight = slot.in_flight.saturating_sub(1);
-            if slot.in_flight == 0 {
-                slot.busy_since = None;
-                if !slot.opened {
-                    shard.remove(&id.0);
-                }
-            }
+        if slot.started.len() == 1 {
+            Busy::Became
+        } else {
+            Busy::Unchanged
         }
     }
 
-    /// Forgets the connection; returns the requests it served.
-    pub(crate) fn closed(&self, id: ConnectionId) -> Option<u64> {
-        self.shard(id).remove(&id.0).map(|slot| slot.requests)
+    /// A request that held `id` for `held` gave it back at `now`.
+    #[inline]
+    pub(crate) fn released(&self, id: ConnectionId, held: Duration, now: Instant) -> Busy {
+        let mut shard = self.shard(id);
+        let Some(slot) = shard.get_mut(&id.0) else {
+            // Closed while busy: `closed` already ended the busy period.
+            return Busy::Unchanged;
+        };
+        let start = now.checked_sub(held).unwrap_or(now);
+        let distance = |t: &Instant| {
+            if *t > start { *t - start } else { start - *t }
+        };
+        let closest = slot
+            .started
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, t)| distance(t))
+            .map(|(i, _)| i);
+        let Some(i) = closest else {
+            return Busy::Unchanged;
+        };
+        slot.started.swap_remove(i);
+        if !slot.started.is_empty() {
+            return Busy::Unchanged;
+        }
+        if !slot.opened {
+            shard.remove(&id.0);
+        }
+        Busy::Ended
+    }
+
+    /// Forgets the connection; returns the requests it served and whether
+    /// it was busy (its busy period ends with it).
+    pub(crate) fn closed(&self, id: ConnectionId) -> Option<(u64, Busy)> {
+        self.shard(id).remove(&id.0).map(|slot| {
+            let busy = if slot.started.is_empty() {
+                Busy::Unchanged
+            } else {
+                Busy::Ended
+            };
+            (slot.requests, busy)
+        })
     }
 
     /// Calls `f` for every connection in use, one shard locked at a time.
@@ -95,7 +152,7 @@ impl ConnectionTable {
         for shard in &self.shards {
             let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
             for (&id, slot) in shard.iter_mut() {
-                if slot.in_flight > 0 {
+                if !slot.started.is_empty() {
                     f(ConnectionId(id), slot);
                 }
             }
@@ -138,24 +195,58 @@ impl Hasher for IdHasher {
 mod tests {
     use super::*;
 
+    const SEC: Duration = Duration::from_secs(1);
+
+    fn busy(t: &ConnectionTable) -> Vec<(ConnectionId, u32, Option<Instant>)> {
+        let mut seen = Vec::new();
+        t.for_each_busy(|id, slot| seen.push((id, slot.in_flight(), slot.oldest())));
+        seen
+    }
+
     #[tokio::test(start_paused = true)]
     async fn tracks_busy_periods_and_requests() {
         let t = ConnectionTable::new();
         let id = ConnectionId(7);
         t.opened(id);
         let start = Instant::now();
-        t.acquired(id, start);
-        t.acquired(id, start + std::time::Duration::from_secs(1));
-        let mut seen = Vec::new();
-        t.for_each_busy(|id, slot| seen.push((id, slot.in_flight, slot.busy_since)));
-        assert_eq!(seen, vec![(id, 2, Some(start))]);
-        t.released(id);
-        t.released(id);
-        let mut busy = 0;
-        t.for_each_busy(|_, _| busy += 1);
-        assert_eq!(busy, 0);
-        assert_eq!(t.closed(id), Some(2));
+        assert_eq!(t.acquired(id, start), Busy::Became);
+        assert_eq!(t.acquired(id, start + SEC), Busy::Unchanged);
+        assert_eq!(busy(&t), vec![(id, 2, Some(start))]);
+        assert_eq!(t.released(id, SEC, start + 2 * SEC), Busy::Unchanged);
+        assert_eq!(t.released(id, 2 * SEC, start + 2 * SEC), Busy::Ended);
+        assert_eq!(busy(&t), vec![]);
+        assert_eq!(t.closed(id), Some((2, Busy::Unchanged)));
         assert_eq!(t.len(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_release_retires_the_request_it_belongs_to() {
+        // HTTP/2: one stream held since t0, short ones come and go around
+        // it. The connection never goes idle, yet its oldest request stays
+        // the held one, and the short ones do not age.
+        let t = ConnectionTable::new();
+        let id = ConnectionId(1);
+        t.opened(id);
+        let t0 = Instant::now();
+        t.acquired(id, t0);
+        for i in 1..=100 {
+            let start = t0 + i * SEC;
+            t.acquired(id, start);
+            assert_eq!(busy(&t), vec![(id, 2, Some(t0))]);
+            assert_eq!(t.released(id, SEC / 2, start + SEC / 2), Busy::Unchanged);
+        }
+        assert_eq!(busy(&t), vec![(id, 1, Some(t0))]);
+        // Overlapping short requests, released out of order.
+        let a = t0 + 200 * SEC;
+        t.acquired(id, a);
+        t.acquired(id, a + SEC);
+        t.released(id, SEC, a + 2 * SEC); // the second one
+        assert_eq!(busy(&t), vec![(id, 2, Some(t0))]);
+        t.released(id, 300 * SEC, t0 + 300 * SEC); // the held one
+        assert_eq!(busy(&t), vec![(id, 1, Some(a))]);
+        assert_eq!(t.closed(id), Some((103, Busy::Ended)));
+        // A release after the close ends nothing twice.
+        assert_eq!(t.released(id, SEC, a + SEC), Busy::Unchanged);
     }
 
     #[tokio::test(start_paused = true)]
@@ -163,13 +254,14 @@ mod tests {
         let t = ConnectionTable::new();
         let id = ConnectionId(3);
         t.opened(id);
-        assert_eq!(t.closed(id), Some(0));
-        t.acquired(id, Instant::now());
+        assert_eq!(t.closed(id), Some((0, Busy::Unchanged)));
+        let now = Instant::now();
+        assert_eq!(t.acquired(id, now), Busy::Became);
         assert_eq!(t.len(), 1);
-        t.released(id);
+        assert_eq!(t.released(id, Duration::ZERO, now), Busy::Ended);
         assert_eq!(t.len(), 0);
         // A release for a connection never seen is ignored.
-        t.released(ConnectionId(99));
+        assert_eq!(t.released(ConnectionId(99), SEC, now), Busy::Unchanged);
         assert_eq!(t.len(), 0);
     }
 }

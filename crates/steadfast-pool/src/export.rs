@@ -231,9 +231,9 @@ fn export_host(host: &HostSnapshot, labels: &[Label]) {
     use metrics::{counter, gauge};
     use names::{ACQUIRES, ACTIVE_REQUESTS, CLOSED, LEAKS, OPEN_CONNECTIONS, OPENED, WAITING};
     let state = "http.connection.state";
-    gauge!(OPEN_CONNECTIONS, with(labels, state, "active")).set((host.open - host.idle) as f64);
+    gauge!(OPEN_CONNECTIONS, with(labels, state, "active")).set(host.in_use as f64);
     gauge!(OPEN_CONNECTIONS, with(labels, state, "idle")).set(host.idle as f64);
-    gauge!(ACTIVE_REQUESTS, labels.iter()).set((host.in_use + host.waiting) as f64);
+    gauge!(ACTIVE_REQUESTS, labels.iter()).set((host.in_flight + host.waiting) as f64);
     gauge!(WAITING, labels.iter()).set(host.waiting as f64);
     counter!(OPENED, labels.iter()).absolute(host.opened_total);
     counter!(CLOSED, labels.iter()).absolute(host.closed_total);

@@ -5,14 +5,25 @@
 //! It looks for two things, on demand ([`LeakDetector::check`]) or from a
 //! watchdog task the caller owns ([`LeakDetector::spawn_watchdog`]):
 //!
-//! - **held too long**: a connection in use for at least the threshold
-//!   (needs per-connection tracking, on by default). Reported with its host,
-//!   connection id and age.
-//! - **stuck**: a host whose in-use count stayed above zero for a whole
-//!   quiescence period during which no request started. Busy hosts are never
-//!   stuck (a new request restarts the period), so this only fires when the
-//!   client has gone quiet and connections are still out: the signature of a
-//!   leak. Works without per-connection tracking.
+//! - **held too long**: a request holding its connection for at least the
+//!   threshold (needs per-connection tracking, on by default). Reported with
+//!   its host, connection id and age. Ages are per request: an HTTP/2
+//!   connection that stays busy because short requests keep coming is not
+//!   a leak, one stream held past the threshold on it is.
+//! - **stuck**: a host whose requests in flight stayed above zero for a
+//!   whole quiescence period during which no request started. Busy hosts
+//!   are never stuck (a new request restarts the period), so this only
+//!   fires when the client has gone quiet and requests are still out: the
+//!   signature of a leak. Works without per-connection tracking.
+//!
+//! The two agree by default ([`DEFAULT_QUIESCENCE`] equals
+//! [`DEFAULT_LEAK_THRESHOLD`]): a stuck host's requests all started before
+//! its quiet period, so a quiescence shorter than the threshold would call
+//! a lone slow download "stuck" while the held check still deems its age
+//! fine. Keep `quiescence >= threshold` unless you track no connections.
+//!
+//! [`DEFAULT_QUIESCENCE`]: crate::DEFAULT_QUIESCENCE
+//! [`DEFAULT_LEAK_THRESHOLD`]: crate::DEFAULT_LEAK_THRESHOLD
 //!
 //! Each finding is logged once per episode with `tracing::warn!` and counted
 //! in the host's `held_too_long_total` / `stuck_total`; every check's
@@ -63,11 +74,13 @@ use crate::stats::PoolStats;
 /// ```
 #[derive(Clone)]
 pub struct LeakDetector {
-    inner: Arc<Inner>,
+    stats: Arc<PoolStats>,
+    state: Arc<State>,
 }
 
-struct Inner {
-    stats: Arc<PoolStats>,
+/// What a detector and its watchdog share. Not the stats: the watchdog
+/// holds those weakly, so that it lives exactly as long as they do.
+struct State {
     config: LeakConfig,
     quiet: Mutex<HashMap<Arc<str>, Quiet>>,
 }
@@ -92,8 +105,8 @@ impl LeakDetector {
 
     pub(crate) fn from_config(stats: Arc<PoolStats>, config: LeakConfig) -> Self {
         Self {
-            inner: Arc::new(Inner {
-                stats,
+            stats,
+            state: Arc::new(State {
                 config,
                 quiet: Mutex::new(HashMap::new()),
             }),
@@ -102,7 +115,7 @@ impl LeakDetector {
 
     /// The settings this was built with.
     pub fn config(&self) -> LeakConfig {
-        self.inner.config
+        self.state.config
     }
 
     /// Scans every host once. Findings seen for the first time are logged
@@ -111,21 +124,64 @@ impl LeakDetector {
     /// The stuck check compares with the previous call, so it needs calls
     /// spaced closer than the quiescence period.
     pub fn check(&self, now: Instant) -> LeakReport {
-        let inner = &*self.inner;
+        self.state.check(&self.stats, now)
+    }
+
+    /// Runs [`check`](Self::check) every `interval` on the current Tokio
+    /// runtime. The task is yours: abort the handle to stop it. It keeps
+    /// running after this detector is dropped (so
+    /// `LeakDetector::new(stats.clone()).spawn_watchdog(..)` works), and ends
+    /// by itself at the first tick after the [`PoolStats`] is dropped: it
+    /// holds them weakly, so it never keeps a dropped client's stats alive.
+    /// It shares its findings' state with this detector and its clones, so a
+    /// finding is logged and counted once whichever of them sees it first.
+    ///
+    /// A quarter of the threshold is a good interval: a leak is then
+    /// reported at most 25 % late.
+    pub fn spawn_watchdog(&self, interval: Duration) -> Result<JoinHandle<()>, WatchdogError> {
+        if interval.is_zero() {
+            return Err(WatchdogError::ZeroInterval);
+        }
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| WatchdogError::NoRuntime)?;
+        let stats: Weak<PoolStats> = Arc::downgrade(&self.stats);
+        let state = Arc::clone(&self.state);
+        Ok(runtime.spawn(async move {
+            let mut ticks = tokio::time::interval_at(Instant::now() + interval, interval);
+            ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                // Upgraded only for the scan: between ticks the stats are
+                // free to go, and with them the watchdog.
+                let Some(stats) = stats.upgrade() else {
+                    return;
+                };
+                // The actual time, not the tick's: a late tick measures true ages.
+                state.check(&stats, Instant::now());
+            }
+        }))
+    }
+}
+
+impl State {
+    fn check(&self, stats: &PoolStats, now: Instant) -> LeakReport {
         let mut report = LeakReport::default();
-        let pool = inner.stats.config().name.as_deref().unwrap_or("");
-        let mut quiet = inner.quiet.lock().unwrap_or_else(PoisonError::into_inner);
-        for host in inner.stats.hosts() {
+        let pool = stats.config().name.as_deref().unwrap_or("");
+        let mut quiet = self.quiet.lock().unwrap_or_else(PoisonError::into_inner);
+        for host in stats.hosts() {
             if let Some(table) = host.connections() {
                 table.for_each_busy(|connection, slot| {
-                    let Some(since) = slot.busy_since else { return };
+                    // Its longest-running request, not its busy period: an
+                    // HTTP/2 connection busy for hours with short requests
+                    // is healthy.
+                    let Some(since) = slot.oldest() else { return };
                     let age = now.saturating_duration_since(since);
-                    if age < inner.config.threshold {
+                    if age < self.config.threshold {
                         return;
                     }
-                    let newly_detected = !slot.reported;
+                    let newly_detected = slot.reported != Some(since);
                     if newly_detected {
-                        slot.reported = true;
+                        slot.reported = Some(since);
                         host.held_too_long
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tracing::warn!(
@@ -133,7 +189,7 @@ impl LeakDetector {
                             pool.host = host.key(),
                             connection.id = connection.0,
                             connection.age_ms = age.as_millis() as u64,
-                            in_flight = slot.in_flight,
+                            in_flight = slot.in_flight(),
                             "connection in use longer than the leak threshold: \
                              a response body held unread or never dropped?"
                         );
@@ -142,7 +198,7 @@ impl LeakDetector {
                         host: host.key().to_owned(),
                         connection,
                         age,
-                        in_flight: slot.in_flight,
+                        in_flight: slot.in_flight(),
                         newly_detected,
                     });
                 });
@@ -150,7 +206,7 @@ impl LeakDetector {
 
             // In use first, then the activity counter: an acquire in between
             // shows up as activity and restarts the quiet period.
-            let in_use = host.in_use();
+            let in_use = host.in_flight();
             let started = host.acquires_started();
             let state = quiet.entry(host.key_arc().clone()).or_insert(Quiet {
                 last_started: started,
@@ -166,7 +222,7 @@ impl LeakDetector {
                 continue;
             }
             let quiet_for = now.saturating_duration_since(state.since);
-            if quiet_for < inner.config.quiescence {
+            if quiet_for < self.config.quiescence {
                 continue;
             }
             let newly_detected = !state.reported;
@@ -191,40 +247,13 @@ impl LeakDetector {
         }
         report
     }
-
-    /// Runs [`check`](Self::check) every `interval` on the current Tokio
-    /// runtime. The task is yours: abort the handle to stop it. It also ends
-    /// by itself once every clone of this detector is dropped.
-    ///
-    /// A quarter of the threshold is a good interval: a leak is then
-    /// reported at most 25 % late.
-    pub fn spawn_watchdog(&self, interval: Duration) -> Result<JoinHandle<()>, WatchdogError> {
-        if interval.is_zero() {
-            return Err(WatchdogError::ZeroInterval);
-        }
-        let runtime =
-            tokio::runtime::Handle::try_current().map_err(|_| WatchdogError::NoRuntime)?;
-        let detector: Weak<Inner> = Arc::downgrade(&self.inner);
-        Ok(runtime.spawn(async move {
-            let mut ticks = tokio::time::interval_at(Instant::now() + interval, interval);
-            ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            loop {
-                ticks.tick().await;
-                let Some(inner) = detector.upgrade() else {
-                    return;
-                };
-                // The actual time, not the tick's: a late tick measures true ages.
-                LeakDetector { inner }.check(Instant::now());
-            }
-        }))
-    }
 }
 
 impl fmt::Debug for LeakDetector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LeakDetector")
-            .field("config", &self.inner.config)
-            .field("stats", &self.inner.stats)
+            .field("config", &self.state.config)
+            .field("stats", &self.stats)
             .finish()
     }
 }
@@ -257,7 +286,9 @@ pub struct HeldConnection {
     /// The connection.
     #[cfg_attr(feature = "serde", serde(with = "connection_id"))]
     pub connection: ConnectionId,
-    /// How long it has been in use without a break.
+    /// How long its longest-running request has held it. Not how long the
+    /// connection has been busy: a multiplexed HTTP/2 connection may never
+    /// be idle while each of its requests is short.
     pub age: Duration,
     /// Requests using it (more than one only on HTTP/2).
     pub in_flight: u32,

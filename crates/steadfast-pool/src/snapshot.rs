@@ -34,14 +34,17 @@ impl PoolSnapshot {
 
 /// The counters of one pool key at one instant.
 ///
-/// Gauges (`open`, `idle`, `in_use`, `waiting`) are derived from the
-/// monotonic totals, read end-counters first, so they are never negative
-/// and never miss a start whose end they saw.
+/// Gauges (`open`, `idle`, `in_use`, `in_flight`, `waiting`) are derived
+/// from the monotonic totals, read end-counters first, so they are never
+/// negative and never miss a start whose end they saw; and
+/// `open == idle + in_use` in every snapshot, races included.
 ///
-/// `in_use` counts requests holding a connection; on HTTP/1 that is the
-/// number of busy connections. On multiplexed HTTP/2 connections several
-/// requests share one connection, `in_use` can exceed `open`, and `idle`
-/// (which is `open − in_use`, floored at zero) then reads zero.
+/// `in_use` and `idle` count connections, `in_flight` and `waiting`
+/// requests. On HTTP/1 a busy connection serves one request, so
+/// `in_use == in_flight`; a multiplexed HTTP/2 connection serving five
+/// streams is one connection `in_use` and five requests `in_flight`.
+/// Without per-connection tracking `in_use` is estimated as `in_flight`
+/// clamped to `open` (exact on HTTP/1).
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -50,10 +53,12 @@ pub struct HostSnapshot {
     pub host: String,
     /// Connections open now.
     pub open: u64,
-    /// Open connections not serving a request.
+    /// Open connections not serving a request: `open − in_use`.
     pub idle: u64,
-    /// Requests holding a connection now.
+    /// Open connections serving at least one request.
     pub in_use: u64,
+    /// Requests holding a connection now (HTTP/2 streams count one each).
+    pub in_flight: u64,
     /// Requests waiting for a connection now.
     pub waiting: u64,
     /// Most connections open at once.
@@ -154,6 +159,10 @@ impl fmt::Display for HostSnapshot {
             self.failed_total,
             self.cancelled_total,
         )?;
+        if self.in_flight != self.in_use {
+            // Multiplexed (or racing) only; HTTP/1 lines stay as they were.
+            writeln!(f, "  {} requests in flight", self.in_flight)?;
+        }
         write!(
             f,
             "  wait p50 {} p99 {}; hold p50 {} p99 {}; lifetime p50 {}; {:.1} requests/connection",

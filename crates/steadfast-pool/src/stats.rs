@@ -11,7 +11,7 @@ use steadfast_core::pool::{Acquired, ConnectionId, HostObserver, PoolObserver};
 use tokio::time::Instant;
 
 use crate::config::{OVERFLOW_HOST, PoolStatsBuilder, PoolStatsConfig};
-use crate::connections::ConnectionTable;
+use crate::connections::{Busy, ConnectionTable};
 use crate::histogram::{AtomicHistogram, Layout, RawHistogram};
 use crate::snapshot::{HostSnapshot, PoolSnapshot};
 
@@ -146,9 +146,12 @@ impl fmt::Debug for PoolStats {
 /// shard of the connection table).
 ///
 /// Gauges are derived, never stored: `open = opened − closed`,
-/// `in_use = acquired − released`, `waiting = started − finished`,
-/// `idle = open − in_use`, so no event can leave a gauge drifting and a
-/// snapshot never reads a negative value.
+/// `in_flight = acquired − released`, `waiting = started − finished`,
+/// `in_use` = connections that went busy − those that went idle again
+/// (with tracking; else `in_flight`), clamped to `open`, and
+/// `idle = open − in_use`. So no event can leave a gauge drifting, a
+/// snapshot never reads a negative value, and `open = idle + in_use` holds
+/// in every snapshot, even one taken while events race.
 pub struct HostStats {
     key: Arc<str>,
     pool_name: Option<Arc<str>>,
@@ -177,6 +180,12 @@ pub struct HostStats {
     lifetime: AtomicHistogram,
     requests_per_connection: AtomicHistogram,
 
+    /// Connections that went from idle to serving a request, and back
+    /// (with per-connection tracking only): their difference is the number
+    /// of busy connections, however many HTTP/2 streams each carries.
+    busy_started: AtomicU64,
+    busy_ended: AtomicU64,
+
     // Leak detector.
     pub(crate) held_too_long: AtomicU64,
     pub(crate) stuck: AtomicU64,
@@ -202,6 +211,8 @@ impl HostStats {
             peak_open: AtomicU64::new(0),
             lifetime: AtomicHistogram::new(Layout::DURATION),
             requests_per_connection: AtomicHistogram::new(Layout::COUNT),
+            busy_started: AtomicU64::new(0),
+            busy_ended: AtomicU64::new(0),
             held_too_long: AtomicU64::new(0),
             stuck: AtomicU64::new(0),
             connections: config.track_connections.then(ConnectionTable::new),
@@ -237,7 +248,7 @@ impl HostStats {
     }
 
     /// Requests holding a connection now.
-    pub(crate) fn in_use(&self) -> u64 {
+    pub(crate) fn in_flight(&self) -> u64 {
         let reading = self.read();
         reading.acquired().saturating_sub(reading.hold_time.count())
     }
@@ -248,6 +259,9 @@ impl HostStats {
     fn read(&self) -> Reading {
         let load = |c: &AtomicU64| c.load(Ordering::Acquire);
         let mut r = Reading::new();
+        r.tracked = self.connections.is_some();
+        r.busy_ended = load(&self.busy_ended);
+        r.busy_started = load(&self.busy_started);
         r.closed = load(&self.closed);
         self.lifetime.add_to(&mut r.lifetime);
         self.requests_per_connection
@@ -270,7 +284,20 @@ impl HostStats {
     #[inline]
     fn track_acquired(&self, id: ConnectionId) {
         if let Some(table) = &self.connections {
-            table.acquired(id, Instant::now());
+            self.count_busy(table.acquired(id, Instant::now()));
+        }
+    }
+
+    #[inline]
+    fn count_busy(&self, busy: Busy) {
+        match busy {
+            Busy::Unchanged => {}
+            Busy::Became => {
+                self.busy_started.fetch_add(1, Ordering::Relaxed);
+            }
+            Busy::Ended => {
+                self.busy_ended.fetch_add(1, Ordering::Release);
+            }
         }
     }
 }
@@ -307,7 +334,7 @@ impl HostObserver for HostStats {
     #[inline]
     fn connection_released(&self, id: ConnectionId, held: Duration) {
         if let Some(table) = &self.connections {
-            table.released(id);
+            self.count_busy(table.released(id, held, Instant::now()));
         }
         self.hold_time.record_duration(held);
     }
@@ -322,8 +349,9 @@ impl HostObserver for HostStats {
     }
 
     fn connection_closed(&self, id: ConnectionId, lifetime: Duration) {
-        if let Some(requests) = self.connections.as_ref().and_then(|t| t.closed(id)) {
+        if let Some((requests, busy)) = self.connections.as_ref().and_then(|t| t.closed(id)) {
             self.requests_per_connection.record(requests);
+            self.count_busy(busy);
         }
         self.lifetime.record_duration(lifetime);
         self.closed.fetch_add(1, Ordering::Release);
@@ -343,6 +371,9 @@ impl fmt::Debug for HostStats {
 /// Plain counters read from one host, or summed over several.
 #[derive(Debug, Clone)]
 struct Reading {
+    tracked: bool,
+    busy_started: u64,
+    busy_ended: u64,
     started: u64,
     timed_out: u64,
     failed: u64,
@@ -363,6 +394,9 @@ struct Reading {
 impl Reading {
     fn new() -> Self {
         Self {
+            tracked: true,
+            busy_started: 0,
+            busy_ended: 0,
             started: 0,
             timed_out: 0,
             failed: 0,
@@ -385,7 +419,28 @@ impl Reading {
         self.wait_reused.count() + self.wait_new.count()
     }
 
+    /// Connections serving at least one request. Without tracking, one per
+    /// request in flight: exact on HTTP/1, an overcount on HTTP/2 that the
+    /// clamp to `open` bounds.
+    fn busy(&self) -> u64 {
+        if self.tracked {
+            self.busy_started.saturating_sub(self.busy_ended)
+        } else {
+            self.in_flight()
+        }
+    }
+
+    fn in_flight(&self) -> u64 {
+        self.acquired().saturating_sub(self.hold_time.count())
+    }
+
+    /// Adds `o` in; gauges are summed per host (each clamped first), so the
+    /// total keeps `open = idle + in_use` too.
     fn merge(&mut self, o: &Self) {
+        let busy = self.busy().min(self.open()) + o.busy().min(o.open());
+        self.tracked = true;
+        self.busy_started = busy;
+        self.busy_ended = 0;
         self.started += o.started;
         self.timed_out += o.timed_out;
         self.failed += o.failed;
@@ -404,11 +459,15 @@ impl Reading {
             .merge(&o.requests_per_connection);
     }
 
+    fn open(&self) -> u64 {
+        self.opened.saturating_sub(self.closed)
+    }
+
     fn finish(&self, host: String) -> HostSnapshot {
         let released = self.hold_time.count();
         let finished = self.acquired() + self.timed_out + self.failed + self.cancelled;
-        let open = self.opened.saturating_sub(self.closed);
-        let in_use = self.acquired().saturating_sub(released);
+        let open = self.open();
+        let in_use = self.busy().min(open);
         let mut acquire_wait = self.wait_reused.clone();
         acquire_wait.merge(&self.wait_new);
         acquire_wait.merge(&self.wait_other);
@@ -417,6 +476,7 @@ impl Reading {
             open,
             idle: open.saturating_sub(in_use),
             in_use,
+            in_flight: self.in_flight(),
             waiting: self.started.saturating_sub(finished),
             peak_open: self.peak_open,
             opened_total: self.opened,

@@ -327,3 +327,91 @@ async fn a_body_held_unread_past_the_threshold_is_reported() {
     assert!(detector.check(Instant::now()).is_empty());
     assert_eq!(stats.host_snapshot(key).unwrap().in_use, 0);
 }
+
+/// HTTP/2 (h2c) multiplexes every request over one connection that, under
+/// steady traffic, is never idle. Ages are per request: the busy connection
+/// is healthy, and a stream held unread on it is the one reported, with its
+/// own age rather than the connection's busy time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_http2_connection_is_not_a_leak_but_a_held_stream_on_it_is() {
+    // Generous against a loaded machine: a 100 ms request would have to
+    // stall for 2 s to be reported.
+    const THRESHOLD: Duration = Duration::from_secs(2);
+    const WORKERS: u64 = 4;
+    let server = FaultServer::start().await;
+    let stats = PoolStats::new();
+    let detector = LeakDetector::builder(stats.clone())
+        .threshold(THRESHOLD)
+        .build()
+        .unwrap();
+    let t = HyperTransport::builder()
+        .http2_prior_knowledge()
+        .pool_observer(stats.clone())
+        .build()
+        .unwrap();
+    let key = server.base_url().to_owned();
+
+    // Staggered workers keep the connection busy without a break.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|i| {
+            let (t, stop) = (t.clone(), stop.clone());
+            let url = server.url("/slow?ms=100");
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(25 * i)).await;
+                while !stop.load(Ordering::Relaxed) {
+                    let res = t.send(get(&url)).await.unwrap();
+                    assert_eq!(res.version(), http::Version::HTTP_2);
+                    res.into_body().collect().await.unwrap();
+                }
+            })
+        })
+        .collect();
+
+    let mut most_in_flight = 0;
+    let until = Instant::now() + 2 * THRESHOLD + Duration::from_millis(500);
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let report = detector.check(Instant::now());
+        assert!(
+            report.held.is_empty(),
+            "a busy connection reported: {report}"
+        );
+        let h = stats.host_snapshot(&key).unwrap();
+        assert_eq!(h.idle + h.in_use, h.open, "{h}");
+        most_in_flight = most_in_flight.max(h.in_flight);
+    }
+    let h = stats.host_snapshot(&key).unwrap();
+    assert_eq!(h.opened_total, 1, "one multiplexed connection: {h}");
+    assert!(
+        most_in_flight > h.in_use,
+        "several streams seen on one connection: {most_in_flight}"
+    );
+
+    // One stream held unread while the others keep the connection busy.
+    let held = t.send(get(&server.url("/bytes/1000"))).await.unwrap();
+    let conn = held
+        .extensions()
+        .get::<steadfast_hyper::ConnectionInfo>()
+        .unwrap()
+        .id();
+    tokio::time::sleep(THRESHOLD + Duration::from_millis(300)).await;
+    let report = detector.check(Instant::now());
+    assert_eq!(report.held.len(), 1, "{report}");
+    assert_eq!(report.held[0].connection, conn);
+    // The stream's age, not the connection's (busy for over 6 s by now).
+    let age = report.held[0].age;
+    assert!(
+        THRESHOLD <= age && age < 2 * THRESHOLD,
+        "age {age:?} is the held stream's"
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    drop(held);
+    assert!(detector.check(Instant::now()).is_empty());
+    let h = stats.host_snapshot(&key).unwrap();
+    assert_eq!((h.in_use, h.in_flight, h.idle), (0, 0, h.open), "{h}");
+}

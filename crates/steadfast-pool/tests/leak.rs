@@ -132,7 +132,7 @@ async fn an_idle_host_is_never_stuck() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_watchdog_scans_on_its_own_and_stops_with_the_detector() {
+async fn the_watchdog_outlives_its_detector_and_stops_with_the_stats() {
     let stats = PoolStats::new();
     let detector = LeakDetector::builder(stats.clone())
         .threshold(Duration::from_secs(10))
@@ -143,15 +143,52 @@ async fn the_watchdog_scans_on_its_own_and_stops_with_the_detector() {
         WatchdogError::ZeroInterval
     );
     let watchdog = detector.spawn_watchdog(Duration::from_secs(2)).unwrap();
+    // The README's one-liner drops the detector at once: the watchdog must
+    // keep scanning regardless.
+    drop(detector);
     let host = stats.host(KEY);
     host.connection_opened(ConnectionId(1));
     take(&*host, 1);
     tokio::time::sleep(Duration::from_secs(13)).await;
     assert_eq!(stats.host_snapshot(KEY).unwrap().held_too_long_total, 1);
+    // Still alive and still scanning: a second leak is found too.
+    host.connection_opened(ConnectionId(2));
+    take(&*host, 2);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(!watchdog.is_finished());
+    assert_eq!(stats.host_snapshot(KEY).unwrap().held_too_long_total, 2);
 
-    drop(detector);
+    // It holds the stats weakly: dropping the last handle (a host's
+    // handle is not one) ends it at the next tick.
+    let weak = std::sync::Arc::downgrade(&stats);
+    drop(stats);
+    assert!(
+        weak.upgrade().is_none(),
+        "the watchdog kept the stats alive"
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(watchdog.is_finished());
+    watchdog.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_watchdog_and_its_detector_report_a_finding_once_between_them() {
+    let stats = PoolStats::new();
+    let detector = LeakDetector::builder(stats.clone())
+        .threshold(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let watchdog = detector.spawn_watchdog(Duration::from_secs(1)).unwrap();
+    let host = stats.host(KEY);
+    host.connection_opened(ConnectionId(1));
+    take(&*host, 1);
+    tokio::time::sleep(Duration::from_millis(10_500)).await;
+    // The watchdog saw it first; the detector lists it as already known.
+    let report = detector.check(Instant::now());
+    assert_eq!(report.held.len(), 1);
+    assert!(!report.held[0].newly_detected);
+    assert_eq!(stats.host_snapshot(KEY).unwrap().held_too_long_total, 1);
+    watchdog.abort();
 }
 
 #[test]

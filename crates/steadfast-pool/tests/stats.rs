@@ -259,3 +259,60 @@ fn concurrent_events_and_snapshots_stay_consistent() {
     assert_eq!(s.opened_total, THREADS * REQUESTS / 100);
     assert_eq!(s.reused_total, THREADS * REQUESTS * 99 / 100);
 }
+
+#[test]
+fn multiplexed_streams_count_as_requests_in_flight_on_one_busy_connection() {
+    for track in [true, false] {
+        let stats = PoolStats::builder()
+            .track_connections(track)
+            .build()
+            .unwrap();
+        let h2 = stats.host("http://h2.test:80");
+        let h1 = stats.host("http://h1.test:80");
+        h2.connection_opened(ConnectionId(1));
+        h2.connection_opened(ConnectionId(2));
+        for _ in 0..5 {
+            h2.acquire_started();
+            h2.acquire_finished(Duration::ZERO, Acquired::Reused(ConnectionId(1)));
+        }
+        h1.connection_opened(ConnectionId(3));
+        h1.connection_opened(ConnectionId(4));
+        h1.acquire_started();
+        h1.acquire_finished(Duration::ZERO, Acquired::Reused(ConnectionId(3)));
+
+        let snap = stats.snapshot();
+        let gauges = |h: &steadfast_pool::HostSnapshot| (h.open, h.idle, h.in_use, h.in_flight);
+        let h2_snap = snap.host("http://h2.test:80").unwrap();
+        if track {
+            // Exact: one of two connections busy, five streams on it.
+            assert_eq!(gauges(h2_snap), (2, 1, 1, 5));
+            assert_eq!(gauges(&snap.total), (4, 2, 2, 6));
+            assert!(
+                h2_snap.to_string().contains("5 requests in flight"),
+                "{h2_snap}"
+            );
+        } else {
+            // Estimated as one connection per request, clamped to `open`.
+            assert_eq!(gauges(h2_snap), (2, 0, 2, 5));
+            assert_eq!(gauges(&snap.total), (4, 1, 3, 6));
+        }
+        assert_eq!(
+            gauges(snap.host("http://h1.test:80").unwrap()),
+            (2, 1, 1, 1)
+        );
+        for h in snap.hosts.iter().chain([&snap.total]) {
+            assert_eq!(h.idle + h.in_use, h.open, "{h}");
+        }
+
+        // Closed under its streams: no longer busy, the streams still count
+        // until released, and nothing goes below zero.
+        h2.connection_closed(ConnectionId(1), Duration::from_secs(1));
+        let h = stats.host_snapshot("http://h2.test:80").unwrap();
+        assert_eq!(gauges(&h), (1, 1 - u64::from(!track), u64::from(!track), 5));
+        for _ in 0..5 {
+            h2.connection_released(ConnectionId(1), Duration::from_millis(1));
+        }
+        let h = stats.host_snapshot("http://h2.test:80").unwrap();
+        assert_eq!(gauges(&h), (1, 1, 0, 0));
+    }
+}

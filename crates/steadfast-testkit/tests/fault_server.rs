@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::header::{
     CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED, LINK, RANGE, RETRY_AFTER,
 };
-use http::{HeaderMap, Method, Request, StatusCode, Version};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -1046,4 +1046,164 @@ async fn head_requests_carry_length_without_body() {
         assert_eq!(res.body.len(), 0, "{path}");
         assert_eq!(res.header("content-length"), get_len.to_string(), "{path}");
     }
+}
+
+// Regressions found in review.
+
+#[tokio::test]
+async fn items_answer_the_largest_page_numbers_without_panicking() {
+    let server = FaultServer::start().await;
+    let c = h1();
+    for style in ["link", "page"] {
+        for page in [u64::MAX, u64::MAX - 1] {
+            let res = get(
+                &c,
+                &server.url(&format!("/items?style={style}&page={page}&total=10")),
+            )
+            .await;
+            assert_eq!(res.status, StatusCode::OK, "{style} page {page}");
+            let data = res.json();
+            let items = if style == "link" {
+                &data
+            } else {
+                &data["data"]
+            };
+            assert_eq!(items, &json!([]), "{style} page {page}");
+        }
+    }
+    // Past the last page there is no next, only prev, first and last.
+    let res = get(
+        &c,
+        &server.url(&format!("/items?page={}&total=0", u64::MAX)),
+    )
+    .await;
+    let links = links(&res.headers);
+    assert!(rel(&links, "next").is_none(), "{links:?}");
+    assert!(
+        rel(&links, "prev")
+            .unwrap()
+            .contains(&format!("page={}", u64::MAX - 1))
+    );
+    for query in [
+        format!("style=offset&offset={}", u64::MAX),
+        format!("style=has_more&starting_after={}", u64::MAX),
+        format!("style=cursor&cursor=c{:x}", u64::MAX),
+        format!("style=cursor&cursor=e{:x}&empty_pages=1", u64::MAX),
+    ] {
+        let res = get(&c, &server.url(&format!("/items?{query}"))).await;
+        assert_eq!(res.status, StatusCode::OK, "{query}");
+    }
+    assert_eq!(server.hits("/items"), 9, "the server served every request");
+}
+
+#[tokio::test]
+async fn limited_t_is_the_time_until_more_quota_and_matches_retry_after() {
+    // One request per 2 s, burst 3: a token comes back every 2 s, the whole
+    // burst only after 6 s. `t` (draft -10 on) and `X-RateLimit-Reset` say
+    // when the next one comes back, so a 429's `t` is its `Retry-After`.
+    let server = FaultServer::builder().limited(0.5, 3).start().await;
+    let c = h1();
+    let url = server.url("/limited?key=t");
+    for remaining in [2, 1, 0] {
+        let res = get(&c, &url).await;
+        assert_eq!(res.status, StatusCode::OK);
+        assert_eq!(res.header("ratelimit-policy"), "\"default\";q=3;w=6");
+        assert_eq!(
+            res.header("ratelimit"),
+            format!("\"default\";r={remaining};t=2")
+        );
+        assert_eq!(res.header("x-ratelimit-reset"), "2");
+    }
+    let refused = get(&c, &url).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.header("retry-after"), "2");
+    assert_eq!(refused.header("ratelimit"), "\"default\";r=0;t=2");
+    assert_eq!(refused.header("x-ratelimit-reset"), "2");
+    let signals = ServerSignals::from_headers(&refused.headers, SystemTime::now());
+    assert_eq!(signals.retry_after(), Some(Duration::from_secs(2)));
+    assert_eq!(
+        signals.rate_limit().unwrap().reset(),
+        Duration::from_secs(2)
+    );
+}
+
+#[tokio::test]
+async fn an_empty_file_answers_a_suffix_range_with_its_empty_body() {
+    // RFC 9110 §14.1.1: a suffix range with a non-zero length is
+    // satisfiable, also for an empty representation; no 206 can express it,
+    // so the answer is 200 with the (empty) representation.
+    let server = FaultServer::start().await;
+    let c = h1();
+    let url = server.url("/file?size=0");
+    let res = ranged(&c, &url, "bytes=-5", None).await;
+    assert_eq!(
+        (res.status, res.body.len(), res.header("content-length")),
+        (StatusCode::OK, 0, "0")
+    );
+    assert!(!res.headers.contains_key(CONTENT_RANGE));
+    // A first-pos range still cannot overlap nothing, nor can `-0`.
+    for range in ["bytes=0-", "bytes=-0"] {
+        let res = ranged(&c, &url, range, None).await;
+        assert_eq!(res.status, StatusCode::RANGE_NOT_SATISFIABLE, "{range}");
+        assert_eq!(res.headers[CONTENT_RANGE], "bytes */0");
+    }
+}
+
+#[tokio::test]
+async fn two_range_field_lines_are_invalid_and_ignored() {
+    // `Range` is a singleton field: two lines make it invalid, and an
+    // invalid Range is ignored (RFC 9110 §14.2), so the whole body is sent.
+    let server = FaultServer::start().await;
+    let c = h1();
+    let url = server.url("/file?size=100");
+    let req = request(Method::GET, &url)
+        .header(RANGE, "bytes=0-9")
+        .header(RANGE, "bytes=20-29")
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(req.headers().get_all(RANGE).iter().count(), 2);
+    let res = send(&c, req).await;
+    assert_eq!((res.status, res.body.len()), (StatusCode::OK, 100));
+    assert!(!res.headers.contains_key(CONTENT_RANGE));
+    assert_eq!(pattern_mismatch(0, &res.body), None);
+}
+
+#[tokio::test]
+async fn headers_route_sends_percent_escaped_bytes_as_they_are() {
+    let server = FaultServer::start().await;
+    let c = h1();
+    let res = get(
+        &c,
+        &server.url("/headers?x-a=%FF%FEok&x-b=caf%C3%A9&x-c=a+b"),
+    )
+    .await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert_eq!(res.headers["x-a"].as_bytes(), b"\xff\xfeok");
+    assert_eq!(res.headers["x-b"].as_bytes(), "café".as_bytes());
+    assert_eq!(res.headers["x-c"].as_bytes(), b"a b");
+    // Bytes a header value cannot hold are still refused by name.
+    assert_bad_param(&get(&c, &server.url("/headers?x-d=a%0Ab")).await, "x-d");
+}
+
+#[tokio::test]
+async fn echo_keeps_each_header_line_and_its_exact_bytes() {
+    let server = FaultServer::start().await;
+    let c = h1();
+    let req = request(Method::GET, &server.url("/echo"))
+        .header("x-raw", HeaderValue::from_bytes(b"\xff\xfeok").unwrap())
+        .header("x-raw", "caf\u{e9}")
+        .body(Full::default())
+        .unwrap();
+    let v = send(&c, req).await.json();
+    // The readable view is lossy and joins the lines...
+    assert_eq!(v["headers"]["x-raw"], "\u{fffd}\u{fffd}ok, caf\u{e9}");
+    // ...the lines keep both apart, byte for byte.
+    let lines: Vec<_> = v["header_lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|line| line[0] == "x-raw")
+        .map(|line| serde_json::from_value::<Vec<u8>>(line[1].clone()).unwrap())
+        .collect();
+    assert_eq!(lines, [&b"\xff\xfeok"[..], "caf\u{e9}".as_bytes()]);
 }

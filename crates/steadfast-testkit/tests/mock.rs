@@ -229,6 +229,55 @@ async fn headers_match_case_insensitively_and_by_presence() {
 }
 
 #[tokio::test]
+async fn a_header_matcher_finds_its_value_in_a_comma_separated_list() {
+    // RFC 9110 §5.3: `accept: a, b` is the list `a`, `b`, as two lines would be.
+    let mock = MockTransport::new();
+    mock.on(Route::get("/list").header("accept", "b"))
+        .reply(Reply::status(200));
+    mock.on(Route::get("/date").header("if-modified-since", "Wed, 01 Jan 2025 00:00:00 GMT"))
+        .reply(Reply::status(200));
+    mock.on(Route::get("/quoted").header("x-tags", "c"))
+        .reply(Reply::status(200));
+    let with = |path: &str, name: &str, value: &str| {
+        Request::get(path)
+            .header(name, value)
+            .body(String::new())
+            .unwrap()
+    };
+    for value in ["a, b", "a,b", "b", "a ,\tb\t, c", "b,"] {
+        assert_eq!(
+            status(&mock, with("/list", "accept", value)).await,
+            200,
+            "{value:?}"
+        );
+    }
+    for value in ["a, bb", "a, \"b\"", "ab", "a b"] {
+        let err = mock.send(with("/list", "accept", value)).await.unwrap_err();
+        assert_eq!(
+            unmatched(&err).mismatches,
+            [format!("header `accept` was `{value}`, expected `b`")],
+            "{value:?}"
+        );
+    }
+    // A value that itself holds a comma still matches whole.
+    let date = "Wed, 01 Jan 2025 00:00:00 GMT";
+    assert_eq!(
+        status(&mock, with("/date", "if-modified-since", date)).await,
+        200
+    );
+    // Commas inside a quoted string do not split it.
+    assert!(
+        mock.send(with("/quoted", "x-tags", "\"a, c\""))
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        status(&mock, with("/quoted", "x-tags", "\"a, c\", c")).await,
+        200
+    );
+}
+
+#[tokio::test]
 async fn json_body_compares_semantically() {
     let mock = MockTransport::new();
     mock.on(Route::post("/orders").json_body(json!({"sku": 1, "items": [{"n": 2.0}]})))

@@ -176,8 +176,8 @@ impl PatternBody {
     pub(crate) const fn new(start: u64, len: u64, chunk: u64) -> Self {
         Self {
             pos: start,
-            stop: start + len,
-            declared_end: start + len,
+            stop: start.saturating_add(len),
+            declared_end: start.saturating_add(len),
             chunk,
             interval: None,
             sleep: None,

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::header::{ACCEPT_RANGES, CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE};
 use http::request::Parts;
-use http::{HeaderValue, Method, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
 use super::body::{Barrier, CutKind, FaultBody, PatternBody};
 use super::conn::ConnShared;
@@ -47,12 +47,13 @@ pub(crate) fn file(
 
     // Range applies to GET only (RFC 9110 §14.2), and If-Range without a
     // Range means nothing.
-    let range = parts
-        .headers
-        .get(RANGE)
-        .filter(|_| parts.method == Method::GET)
-        .filter(|_| if_range_allows(parts.headers.get(IF_RANGE), &etag, modified));
-    let outcome = range.map_or(RangeOutcome::Ignore, |r| parse_range(r.as_bytes(), size));
+    let outcome = if parts.method == Method::GET
+        && if_range_allows(parts.headers.get(IF_RANGE), &etag, modified)
+    {
+        range_outcome(&parts.headers, size)
+    } else {
+        RangeOutcome::Ignore
+    };
 
     let mut res = match outcome {
         RangeOutcome::Unsatisfiable => {
@@ -77,7 +78,7 @@ pub(crate) fn file(
             );
             res
         }
-        RangeOutcome::Ignore | RangeOutcome::Multiple => {
+        RangeOutcome::Ignore | RangeOutcome::Multiple | RangeOutcome::Whole => {
             let body = cut(PatternBody::new(0, size, chunk), fail_at, parts, conn);
             octets(body, size)
         }
@@ -127,6 +128,17 @@ fn if_range_allows(value: Option<&HeaderValue>, etag: &str, modified: SystemTime
     httpdate::parse_http_date(text).is_ok_and(|date| date == modified)
 }
 
+/// The `Range` of a request against a representation of `size` bytes.
+/// `Range` is a singleton field: more than one field line is invalid, and
+/// an invalid `Range` is ignored (RFC 9110 §14.2), not merged.
+fn range_outcome(headers: &HeaderMap, size: u64) -> RangeOutcome {
+    let mut lines = headers.get_all(RANGE).iter();
+    match (lines.next(), lines.next()) {
+        (Some(value), None) => parse_range(value.as_bytes(), size),
+        _ => RangeOutcome::Ignore,
+    }
+}
+
 /// What a `Range` header asks of a representation of known size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RangeOutcome {
@@ -135,6 +147,11 @@ pub(crate) enum RangeOutcome {
     /// Several ranges: this server answers them with the whole thing, which
     /// RFC 9110 §14.2 allows (a server may ignore Range).
     Multiple,
+    /// Satisfiable, but no `206` can express it: a non-zero suffix range of
+    /// an empty representation (RFC 9110 §14.1.1 counts it satisfiable, and
+    /// `Content-Range` has no form for zero bytes). Serve the whole, empty,
+    /// representation with `200`.
+    Whole,
     /// One range, none of which exists.
     Unsatisfiable,
     /// One satisfiable range, both ends inclusive.
@@ -205,7 +222,7 @@ impl Spec {
                 last: last.map_or(size - 1, |l| l.min(size - 1)),
             },
             Self::Suffix(0) => RangeOutcome::Unsatisfiable,
-            Self::Suffix(_) if size == 0 => RangeOutcome::Unsatisfiable,
+            Self::Suffix(_) if size == 0 => RangeOutcome::Whole,
             Self::Suffix(n) => RangeOutcome::Single {
                 first: size - n.min(size),
                 last: size - 1,
@@ -219,7 +236,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use RangeOutcome::{Ignore, Multiple, Single, Unsatisfiable};
+    use RangeOutcome::{Ignore, Multiple, Single, Unsatisfiable, Whole};
 
     #[test]
     fn the_three_forms() {
@@ -265,7 +282,11 @@ mod tests {
     fn unsatisfiable_multiple_and_invalid() {
         assert_eq!(parse_range(b"bytes=1000-", 1000), Unsatisfiable);
         assert_eq!(parse_range(b"bytes=-0", 1000), Unsatisfiable);
-        assert_eq!(parse_range(b"bytes=-1", 0), Unsatisfiable);
+        assert_eq!(parse_range(b"bytes=-0", 0), Unsatisfiable);
+        assert_eq!(parse_range(b"bytes=0-", 0), Unsatisfiable);
+        // RFC 9110 §14.1.1: a non-zero suffix is satisfiable even for an
+        // empty representation (this asserted 416 before).
+        assert_eq!(parse_range(b"bytes=-1", 0), Whole);
         assert_eq!(parse_range(b"bytes=0-1,5-6", 1000), Multiple);
         for bad in [
             &b"bytes=5-4"[..],
@@ -286,6 +307,16 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn a_second_range_line_makes_the_field_invalid() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(range_outcome(&headers, 100), Ignore);
+        headers.append(RANGE, HeaderValue::from_static("bytes=0-9"));
+        assert_eq!(range_outcome(&headers, 100), Single { first: 0, last: 9 });
+        headers.append(RANGE, HeaderValue::from_static("bytes=20-29"));
+        assert_eq!(range_outcome(&headers, 100), Ignore);
     }
 
     #[test]
@@ -328,8 +359,10 @@ mod tests {
                 prop_assert_eq!(got, Single { first, last: last.min(size - 1) });
             }
             let suffix = parse_range(format!("bytes=-{len}").as_bytes(), size);
-            if len == 0 || size == 0 {
+            if len == 0 {
                 prop_assert_eq!(suffix, Unsatisfiable);
+            } else if size == 0 {
+                prop_assert_eq!(suffix, Whole);
             } else {
                 prop_assert_eq!(suffix, Single { first: size - len.min(size), last: size - 1 });
             }

@@ -83,10 +83,11 @@ fn link(q: &Query<'_>, c: Collection) -> Result<Response<FaultBody>, ParamError>
         c.ids((page - 1).saturating_mul(c.per_page), c.per_page),
     );
 
+    // Lazily: `page + 1` overflows on the last possible page number.
     let next = if c.looped && page == 2 {
         Some(1)
     } else {
-        (page < last).then_some(page + 1)
+        (page < last).then(|| page + 1)
     };
     let prev = (page > 1).then(|| page - 1);
     let url = |p: u64| link_url(q, c, p);
@@ -259,8 +260,10 @@ fn has_more(q: &Query<'_>, c: Collection) -> Result<Response<FaultBody>, ParamEr
 
 /// `[{"id":i,"name":"item-i"},..]`
 fn write_items(out: &mut String, ids: Range<u64>) {
-    // Each item is about 30 bytes; reserve once.
-    out.reserve((ids.end - ids.start) as usize * 32 + 2);
+    // Each item is about 30 bytes; reserve once. Callers clip `ids` to a
+    // page (at most `MAX_PER_PAGE` items), so this cannot overflow.
+    let len = usize::try_from(ids.end.saturating_sub(ids.start)).unwrap_or(usize::MAX);
+    out.reserve(len.saturating_mul(32).saturating_add(2));
     out.push('[');
     for id in ids.clone() {
         if id != ids.start {

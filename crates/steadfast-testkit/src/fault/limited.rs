@@ -34,8 +34,10 @@ pub(crate) struct Decision {
     pub(crate) allowed: bool,
     /// Requests that would still be allowed right now, after this one.
     pub(crate) remaining: u64,
-    /// Until the whole burst is available again.
-    pub(crate) until_full: Duration,
+    /// Until one more request's worth of quota is available: `remaining`
+    /// goes up by one then (the `t` of the IETF `RateLimit` field since
+    /// draft -10). Never zero; equal to `retry_after` on a refusal.
+    pub(crate) next_quota: Duration,
     /// Until the next request can be allowed; zero when this one was.
     pub(crate) retry_after: Duration,
 }
@@ -68,18 +70,23 @@ impl Gcra {
         let next = start.saturating_add(self.interval);
         let debt = next - now;
         if debt > self.tolerance {
+            let retry_after = Duration::from_nanos(debt - self.tolerance);
             return Decision {
                 allowed: false,
                 remaining: 0,
-                until_full: Duration::from_nanos(start - now),
-                retry_after: Duration::from_nanos(debt - self.tolerance),
+                next_quota: retry_after,
+                retry_after,
             };
         }
         *tat = next;
+        // `debt` is the credit in use now; the unused credit is
+        // `remaining` whole intervals plus a part, and the next whole
+        // interval completes when the part does.
+        let unused = self.tolerance - debt;
         Decision {
             allowed: true,
-            remaining: (self.tolerance - debt) / self.interval,
-            until_full: Duration::from_nanos(debt),
+            remaining: unused / self.interval,
+            next_quota: Duration::from_nanos(self.interval - unused % self.interval),
             retry_after: Duration::ZERO,
         }
     }
@@ -187,7 +194,9 @@ mod tests {
         let refused = g.check(&mut tat, t0);
         assert!(!refused.allowed);
         assert_eq!(refused.retry_after, Duration::from_millis(500));
-        assert_eq!(refused.until_full, Duration::from_millis(1500));
+        // Quota comes back one interval at a time: the next unit is what a
+        // refused request waits for, not the whole burst.
+        assert_eq!(refused.next_quota, refused.retry_after);
         assert!(g.check(&mut tat, t0 + SEC / 2).allowed);
         assert_eq!(g.window_secs(), 2);
     }
@@ -227,6 +236,24 @@ mod tests {
                     prop_assert!(!g.check(&mut probe, later - 1).allowed);
                 }
                 prop_assert!(d.remaining < u64::from(burst));
+                prop_assert!(!d.next_quota.is_zero());
+                if d.allowed {
+                    // `next_quota` is exactly when `remaining` goes up by one.
+                    let at = now + d.next_quota.as_nanos() as u64;
+                    let mut probe = tat;
+                    let early = g.check(&mut probe, at - 1);
+                    if d.remaining == 0 {
+                        prop_assert!(!early.allowed);
+                    } else {
+                        prop_assert_eq!(early.remaining, d.remaining - 1);
+                    }
+                    let mut probe = tat;
+                    let on_time = g.check(&mut probe, at);
+                    prop_assert!(on_time.allowed);
+                    prop_assert_eq!(on_time.remaining, d.remaining);
+                } else {
+                    prop_assert_eq!(d.next_quota, d.retry_after);
+                }
                 let earned = now / g.interval;
                 prop_assert!(allowed <= u64::from(burst) + earned);
             }

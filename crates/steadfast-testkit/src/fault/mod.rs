@@ -52,8 +52,8 @@
 //! | `/drip` | `chunks` (10), `interval_ms` (100), `chunk_size` (16) | head at once with `Content-Length: chunks*chunk_size`, then each chunk of pattern bytes after `interval_ms` |
 //! | `/reset` | `after` (100) | `Content-Length: 1000`, `after` bytes, then a TCP reset (HTTP/1) or `RST_STREAM` (HTTP/2) |
 //! | `/truncated` | | `Content-Length: 100`, 50 bytes, then the connection closes (HTTP/1) or the stream ends early (HTTP/2) |
-//! | `/echo` | any | 200 `{"method", "path", "query", "version", "headers": {name: "v1, v2"}, "body": "<utf-8 lossy>", "body_len"}`; bodies over 16 MiB get 413 |
-//! | `/headers` | `status` (200); any other `name=value` | that status with each pair as a response header (repeat a name for several lines), to test clients against arbitrary signals |
+//! | `/echo` | any | 200 `{"method", "path", "query", "version", "headers": {name: "v1, v2"}, "header_lines": [[name, [byte, ..]], ..], "body": "<utf-8 lossy>", "body_len"}`: `headers` joins the lines and decodes them as UTF-8 (lossily), `header_lines` keeps each line and its exact bytes; bodies over 16 MiB get 413 |
+//! | `/headers` | `status` (200); any other `name=value` | that status with each pair as a response header (repeat a name for several lines), to test clients against arbitrary signals. Values are percent-decoded to raw bytes (`%FF` sends the byte 0xFF); control characters other than tab are refused |
 //! | `/bytes/{n}` | `n` ≤ 16 GiB; `chunk` (65536) | `n` pattern bytes, streamed in chunks at constant memory |
 //! | `/file` | `size` (1 MiB, ≤ 16 GiB); `chunk` (65536); `fail_at` (none) | pattern bytes with a strong `ETag` (from the size), a fixed `Last-Modified`, `Accept-Ranges: bytes`, and ranges (below). `fail_at=K` cuts the connection after K body bytes |
 //! | `/items` | `style` (`link`), `total` (100, ≤ 10 000 000), `per_page` (10, 1..=1000), `latency_ms` (0) | a paginated collection (below) |
@@ -64,7 +64,8 @@
 //! ## `/limited` headers
 //!
 //! With burst `B`, rate `R`, `r` the requests still allowed now and `t` the
-//! seconds until the whole burst is back (rounded up, at least 1):
+//! seconds until more quota is available, that is until `r` goes up by one
+//! (rounded up, at least 1; on a `429` it equals `Retry-After`):
 //!
 //! ```text
 //! RateLimit-Policy: "default";q=B;w=ceil(B/R)
@@ -75,9 +76,15 @@
 //! Retry-After: <seconds until one request is allowed, rounded up>   (429 only)
 //! ```
 //!
-//! The fields follow draft-ietf-httpapi-ratelimit-headers (-08 and later),
-//! whose values are whole seconds. So at rates above 1/s they are coarse:
-//! `Retry-After: 1` may mean 100 ms. Rounding is always up, so a client
+//! The fields follow draft-ietf-httpapi-ratelimit-headers, whose values are
+//! whole seconds. Since draft -10, `t` is the time until *additional* quota
+//! is made available, not until the whole burst has refilled (which takes
+//! up to `w`); `X-RateLimit-Reset` carries the same value, so no two fields
+//! disagree.
+//!
+//! Whole seconds are coarse at rates above 1/s: `Retry-After: 1` may mean
+//! 100 ms, and `t=1` may mean "a request's worth of quota every 50 ms".
+//! Rounding is always up, so a client
 //! that waits what it is told is allowed; a client that wants to pace
 //! tighter than a second must use its own limiter. Refusals do not consume
 //! credit. [`FaultServer::limited_stats`] counts allowed and refused
@@ -87,10 +94,13 @@
 //!
 //! For `GET` only: `Range: bytes=a-b`, `bytes=a-` and `bytes=-n` get `206`
 //! with `Content-Range: bytes a-b/size`. A range starting past the end (or
-//! `-0`) gets `416` with `Content-Range: bytes */size`. Several ranges get
-//! the whole body with `200`, which the RFC allows (a server may ignore
-//! `Range`), so no `multipart/byteranges`. Invalid syntax or another unit
-//! is ignored (`200`), as the RFC requires. `If-Range` with the current
+//! `-0`) gets `416` with `Content-Range: bytes */size`. A suffix range of an
+//! empty file (`size=0`, `bytes=-5`) is satisfiable but has no `206` form,
+//! so it gets `200` with the empty body. Several ranges get the whole body
+//! with `200`, which the RFC allows (a server may ignore `Range`), so no
+//! `multipart/byteranges`. Invalid syntax, another unit, or more than one
+//! `Range` field line (it is a singleton field) is ignored (`200`), as the
+//! RFC requires. `If-Range` with the current
 //! ETag or exactly the `Last-Modified` date keeps the range; any other
 //! value (a weak tag included) gets `200` with the whole body.
 //!

@@ -8,7 +8,17 @@ use std::ops::RangeInclusive;
 pub(crate) struct Pair<'a> {
     pub(crate) raw: &'a str,
     pub(crate) name: Cow<'a, str>,
+    /// The decoded value as text (invalid UTF-8 replaced).
     pub(crate) value: Cow<'a, str>,
+}
+
+impl<'a> Pair<'a> {
+    /// The decoded value as the bytes it escapes, invalid UTF-8 included:
+    /// what a header value made from it must carry.
+    pub(crate) fn value_bytes(&self) -> Cow<'a, [u8]> {
+        let raw_value = self.raw.split_once('=').map_or("", |(_, v)| v);
+        decode_bytes(raw_value)
+    }
 }
 
 /// The parsed query of one request. The first occurrence of a name wins.
@@ -121,8 +131,19 @@ pub(crate) fn parse_u64(text: &str) -> Option<u64> {
 /// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a
 /// byte; malformed escapes stay as they are; invalid UTF-8 is replaced.
 fn decode(s: &str) -> Cow<'_, str> {
+    match decode_bytes(s) {
+        Cow::Borrowed(_) => Cow::Borrowed(s),
+        Cow::Owned(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => Cow::Owned(text),
+            Err(e) => Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        },
+    }
+}
+
+/// The same decoding to raw bytes, nothing replaced.
+fn decode_bytes(s: &str) -> Cow<'_, [u8]> {
     if !s.contains(['%', '+']) {
-        return Cow::Borrowed(s);
+        return Cow::Borrowed(s.as_bytes());
     }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -141,7 +162,7 @@ fn decode(s: &str) -> Cow<'_, str> {
         }
         i += 1;
     }
-    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+    Cow::Owned(out)
 }
 
 const fn hex(b: u8) -> Option<u8> {
@@ -165,6 +186,15 @@ mod tests {
         assert_eq!(decode("100%"), "100%");
         assert_eq!(decode("%zz%4"), "%zz%4");
         assert_eq!(decode("%E2%9C%93"), "\u{2713}");
+        assert_eq!(decode("%FFa"), "\u{FFFD}a");
+    }
+
+    #[test]
+    fn values_decode_to_raw_bytes_too() {
+        let q = Query::parse(Some("a=%FF%FE+x&b&c=%C3%A9&d=e=f"));
+        let bytes: Vec<_> = q.pairs().iter().map(Pair::value_bytes).collect();
+        assert_eq!(bytes, [&b"\xff\xfe x"[..], b"", "é".as_bytes(), b"e=f"]);
+        assert_eq!(q.get("a"), Some("\u{FFFD}\u{FFFD} x"));
     }
 
     #[test]

@@ -47,8 +47,12 @@ use super::record::{RecordedCall, percent_decode, query_pairs};
 /// Query and header matchers are subset matches: the request may carry
 /// other parameters and headers, and a matcher passes when any of the
 /// request's values for that name equals the expected one. Header names are
-/// case-insensitive. [`Route::json_body`] compares JSON semantically (key
-/// order and `1` vs `1.0` do not matter).
+/// case-insensitive. A header line is also read as a comma-separated list
+/// (RFC 9110 §5.3), so `.header("accept", "b")` matches `accept: a, b`;
+/// commas inside quoted strings do not split, and a value that holds a
+/// comma itself (a date) still matches the whole line.
+/// [`Route::json_body`] compares JSON semantically (key order and `1` vs
+/// `1.0` do not matter).
 #[derive(Clone, Default)]
 pub struct Route {
     method: Option<Method>,
@@ -154,7 +158,8 @@ impl Route {
         self
     }
 
-    /// Requests with header `name` (case-insensitive) set to `value`.
+    /// Requests with header `name` (case-insensitive) set to `value`, or
+    /// listing it in a comma-separated value (see [Matchers](#matchers)).
     pub fn header(mut self, name: impl AsRef<str>, value: impl Into<String>) -> Self {
         self.checks.push(Check::Header {
             name: name.as_ref().to_ascii_lowercase(),
@@ -261,7 +266,9 @@ impl Check {
             }
             Self::Header { name, value } => {
                 let all = req.call.headers.get_all(name.as_str());
-                let found = all.iter().any(|v| v.as_bytes() == value.as_bytes());
+                let found = all
+                    .iter()
+                    .any(|v| header_value_matches(v.as_bytes(), value));
                 v.check(found, || {
                     let mut seen = all.iter().map(|v| String::from_utf8_lossy(v.as_bytes()));
                     match seen.next() {
@@ -312,6 +319,43 @@ impl Check {
             }
         }
     }
+}
+
+/// Whether one header field line carries `expected`: the whole line, or one
+/// element of it read as a comma-separated list (RFC 9110 §5.3: `a, b` on
+/// one line is the same as `a` and `b` on two). Commas inside quoted strings
+/// do not separate; elements are compared without their surrounding spaces
+/// and tabs. The whole-line comparison keeps values that themselves hold a
+/// comma, such as an HTTP date, matching.
+fn header_value_matches(line: &[u8], expected: &str) -> bool {
+    let expected = expected.as_bytes();
+    line == expected || list_elements(line).any(|element| element == expected)
+}
+
+/// The elements of a comma-separated field value, trimmed of OWS; commas in
+/// a quoted string (with `\` escapes) are part of the element.
+fn list_elements(line: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(line);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        let mut quoted = false;
+        let mut escaped = false;
+        let mut end = text.len();
+        for (i, &b) in text.iter().enumerate() {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' if quoted => escaped = true,
+                b'"' => quoted = !quoted,
+                b',' if !quoted => {
+                    end = i;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        rest = text.get(end + 1..);
+        Some(text[..end].trim_ascii())
+    })
 }
 
 impl fmt::Display for Route {
@@ -750,7 +794,52 @@ mod tests {
         })
     }
 
+    #[test]
+    fn header_lists_split_outside_quotes() {
+        let elements = |line: &str| -> Vec<String> {
+            list_elements(line.as_bytes())
+                .map(|e| String::from_utf8_lossy(e).into_owned())
+                .collect()
+        };
+        assert_eq!(elements("a, b ,\tc"), ["a", "b", "c"]);
+        assert_eq!(elements(""), [""]);
+        assert_eq!(elements("a,,b,"), ["a", "", "b", ""]);
+        assert_eq!(elements(r#""x, y", z"#), [r#""x, y""#, "z"]);
+        assert_eq!(elements(r#""x\", y", z"#), [r#""x\", y""#, "z"]);
+        assert!(header_value_matches(b"a, b", "b"));
+        assert!(header_value_matches(b"a, b", "a, b"));
+        assert!(!header_value_matches(b"a, b", "a,b"));
+        assert!(!header_value_matches(br#""a, b""#, "b"));
+    }
+
     proptest! {
+        /// Any list of plain tokens, however spaced, yields each token.
+        #[test]
+        fn every_listed_token_matches(
+            tokens in prop::collection::vec("[a-z0-9/*;=.+-]{1,8}", 1..6),
+            spaces in prop::collection::vec("[ \t]{0,2}", 12),
+        ) {
+            let mut line = String::new();
+            for (i, token) in tokens.iter().enumerate() {
+                if i > 0 {
+                    line.push(',');
+                }
+                line.push_str(&spaces[2 * i]);
+                line.push_str(token);
+                line.push_str(&spaces[2 * i + 1]);
+            }
+            for token in &tokens {
+                prop_assert!(header_value_matches(line.as_bytes(), token), "{line:?} {token:?}");
+            }
+            prop_assert!(!header_value_matches(line.as_bytes(), "not,listed"));
+        }
+
+        #[test]
+        fn splitting_never_panics(line in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let total: usize = list_elements(&line).map(<[u8]>::len).sum();
+            prop_assert!(total <= line.len());
+        }
+
         #[test]
         fn json_equals_itself_and_its_reordering(v in arb_json()) {
             prop_assert_eq!(json_diff(&v, &v, &mut "$".to_owned()), None);

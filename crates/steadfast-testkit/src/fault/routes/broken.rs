@@ -26,8 +26,10 @@ pub(super) fn drip(q: &Query<'_>) -> Result<Response<FaultBody>, ParamError> {
     let chunks = q.u64("chunks", 10, 0..=100_000)?;
     let interval = q.u64("interval_ms", 100, 0..=60_000)?;
     let size = q.u64("chunk_size", 16, 1..=1024 * 1024)?;
-    let body = PatternBody::new(0, chunks * size, size).interval(Duration::from_millis(interval));
-    Ok(octets(body, chunks * size))
+    // At most 100 000 MiB by the ranges above; saturating all the same.
+    let len = chunks.saturating_mul(size);
+    let body = PatternBody::new(0, len, size).interval(Duration::from_millis(interval));
+    Ok(octets(body, len))
 }
 
 /// `/reset`: `Content-Length: 1000`, `after` bytes (default 100), then a

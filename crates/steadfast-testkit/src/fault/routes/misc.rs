@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::json;
 
-use super::{header_value, json};
+use super::json;
 use crate::fault::body::FaultBody;
 use crate::fault::limited::ceil_duration;
 use crate::fault::query::{ParamError, Query, parse_u64};
@@ -59,7 +59,9 @@ pub(super) fn limited(shared: &Shared, q: &Query<'_>) -> Response<FaultBody> {
     let key = q.get("key").unwrap_or("default");
     let gcra = *shared.limiter.gcra();
     let d = shared.limiter.check(key);
-    let reset = ceil_duration(d.until_full).max(1);
+    // Seconds until more quota is available (RateLimit `t`, draft -10 on):
+    // on a 429 exactly the Retry-After, never the time to refill the burst.
+    let reset = ceil_duration(d.next_quota).max(1);
     let mut res = if d.allowed {
         json(
             StatusCode::OK,
@@ -94,7 +96,8 @@ pub(super) async fn slow(q: &Query<'_>) -> Result<Response<FaultBody>, ParamErro
 }
 
 /// `/headers`: 200 (or `status`) with every other query pair as a
-/// response header.
+/// response header. Values are percent-decoded to raw bytes; the JSON body
+/// echoes them as text (invalid UTF-8 replaced).
 pub(super) fn headers(q: &Query<'_>) -> Result<Response<FaultBody>, ParamError> {
     let mut status = StatusCode::OK;
     let mut headers = HeaderMap::new();
@@ -112,7 +115,10 @@ pub(super) fn headers(q: &Query<'_>) -> Result<Response<FaultBody>, ParamError> 
                 "framing headers would corrupt the response; use /truncated or /drip",
             ));
         }
-        let value = header_value(pair.value.clone().into_owned(), &pair.name)?;
+        // The escaped bytes themselves: `%FF` sends the byte 0xFF, so clients
+        // can be tested against obs-text and invalid UTF-8 in header values.
+        let value = HeaderValue::from_bytes(&pair.value_bytes())
+            .map_err(|_| ParamError::new(&pair.name, "does not make a valid header value"))?;
         echoed.insert(pair.name.clone().into_owned(), pair.value.clone().into());
         headers.append(name, value);
     }
@@ -152,6 +158,14 @@ pub(super) async fn echo(req: Request<Incoming>) -> Response<FaultBody> {
             .join(", ");
         headers.insert(name.as_str().to_owned(), joined.into());
     }
+    // `headers` is for reading (lines joined, bytes decoded lossily); these
+    // are the lines one by one, each value as its bytes, so obs-text and
+    // invalid UTF-8 survive. Lines of one name keep their order.
+    let header_lines: Vec<_> = parts
+        .headers
+        .iter()
+        .map(|(name, value)| json!([name.as_str(), value.as_bytes()]))
+        .collect();
     json(
         StatusCode::OK,
         &json!({
@@ -160,6 +174,7 @@ pub(super) async fn echo(req: Request<Incoming>) -> Response<FaultBody> {
             "query": parts.uri.query(),
             "version": format!("{:?}", parts.version),
             "headers": headers,
+            "header_lines": header_lines,
             "body": String::from_utf8_lossy(&body),
             "body_len": body.len(),
         }),
@@ -212,7 +227,7 @@ fn retry_after(q: &Query<'_>, headers: &mut HeaderMap) -> Result<(), ParamError>
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        let at = UNIX_EPOCH + Duration::from_secs(ceil_duration(now) + secs);
+        let at = UNIX_EPOCH + Duration::from_secs(ceil_duration(now).saturating_add(secs));
         ascii(httpdate::fmt_http_date(at))
     } else {
         HeaderValue::from(secs)
