@@ -131,47 +131,12 @@ pub(crate) fn parse_u64(text: &str) -> Option<u64> {
 /// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a
 /// byte; malformed escapes stay as they are; invalid UTF-8 is replaced.
 fn decode(s: &str) -> Cow<'_, str> {
-    match decode_bytes(s) {
-        Cow::Borrowed(_) => Cow::Borrowed(s),
-        Cow::Owned(bytes) => match String::from_utf8(bytes) {
-            Ok(text) => Cow::Owned(text),
-            Err(e) => Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned()),
-        },
-    }
+    crate::percent::decode(s, true)
 }
 
 /// The same decoding to raw bytes, nothing replaced.
 fn decode_bytes(s: &str) -> Cow<'_, [u8]> {
-    if !s.contains(['%', '+']) {
-        return Cow::Borrowed(s.as_bytes());
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    Cow::Owned(out)
-}
-
-const fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
+    crate::percent::decode_bytes(s, true)
 }
 
 #[cfg(test)]

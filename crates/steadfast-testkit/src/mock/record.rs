@@ -135,37 +135,7 @@ pub(crate) fn query_pairs(
 /// Decodes `%XX` escapes (and `+` as a space when `plus_is_space`); malformed
 /// escapes stay as they are, invalid UTF-8 becomes `�`.
 pub(crate) fn percent_decode(s: &str, plus_is_space: bool) -> Cow<'_, str> {
-    if !(s.contains('%') || (plus_is_space && s.contains('+'))) {
-        return Cow::Borrowed(s);
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(hi), Some(lo)) => {
-                    out.push((hi << 4) | lo);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' if plus_is_space => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
-}
-
-const fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
+    crate::percent::decode(s, plus_is_space)
 }
 
 #[cfg(test)]
