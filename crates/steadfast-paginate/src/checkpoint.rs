@@ -20,7 +20,10 @@ use serde_json::Value;
 /// ```
 ///
 /// Loop detection starts afresh on resume: the recent-URI window is not
-/// stored, to keep checkpoints small enough to save after every page.
+/// stored, to keep checkpoints small enough to save after every page. So
+/// do not resume after a loop error ([`PaginateError::is_loop`](crate::PaginateError::is_loop)):
+/// the resumed crawl would follow the loop once more and yield its pages
+/// again before catching it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
     pub(crate) start: String,
@@ -59,8 +62,9 @@ impl Checkpoint {
         self.items
     }
 
-    /// The strategy's own saved state (`null` for the built-ins, whose
-    /// position is the next URI).
+    /// The strategy's own saved state: `null` for most built-ins, whose
+    /// position is the next URI; [`PageNumber`](crate::PageNumber) keeps
+    /// what it counted so far (`{"items": 200, "page_size": 50}`).
     pub const fn strategy_state(&self) -> &Value {
         &self.strategy
     }

@@ -25,6 +25,23 @@ pub const DEFAULT_PREFETCH: usize = 1;
 /// The most page requests `prefetch` allows in flight: a few pages ahead
 /// hide the latency; more only loads the API.
 pub const MAX_PREFETCH: usize = 64;
+/// The page limit by default: a runaway guard, not a quota. Far more than a
+/// sane crawl needs (10 million items at 100 a page), it still ends a crawl
+/// that would otherwise never end, say against a server that invents a new
+/// cursor on every page. Raise it with
+/// [`max_pages`](PaginatorBuilder::max_pages) for larger collections.
+pub const DEFAULT_MAX_PAGES: u64 = 100_000;
+/// The most redirects followed for one page request (same-origin, or
+/// cross-origin when allowed): more is
+/// [`TooManyRedirects`](crate::ErrorKind::TooManyRedirects).
+pub const MAX_REDIRECTS: u32 = 10;
+/// How many recent pages with items content-loop detection remembers: a
+/// page whose items (the whole body when the items are not a top-level
+/// member) are byte for byte those of one of them is
+/// [`RepeatedPage`](crate::ErrorKind::RepeatedPage). Content cycles are
+/// short (a server ignoring the page parameter repeats the first page at
+/// once); the window is fixed so that it costs a few KiB at most.
+pub const REPEAT_WINDOW: usize = 64;
 /// How many recent page URIs loop detection remembers by default.
 ///
 /// Real loops are short (a cursor that repeats, a last page linking to the
@@ -38,7 +55,7 @@ pub const DEFAULT_LOOP_WINDOW: usize = 10_000;
 pub struct Config {
     pub(crate) name: Cow<'static, str>,
     pub(crate) items_at: String,
-    pub(crate) max_pages: Option<u64>,
+    pub(crate) max_pages: u64,
     pub(crate) max_items: Option<u64>,
     pub(crate) max_page_bytes: usize,
     pub(crate) prefetch: usize,
@@ -53,7 +70,7 @@ impl Default for Config {
         Self {
             name: Cow::Borrowed(DEFAULT_NAME),
             items_at: DEFAULT_ITEMS_POINTER.to_owned(),
-            max_pages: None,
+            max_pages: DEFAULT_MAX_PAGES,
             max_items: None,
             max_page_bytes: DEFAULT_MAX_PAGE_BYTES,
             prefetch: DEFAULT_PREFETCH,
@@ -76,8 +93,8 @@ impl Config {
         &self.items_at
     }
 
-    /// The page limit, if any.
-    pub const fn max_pages(&self) -> Option<u64> {
+    /// The page limit (default [`DEFAULT_MAX_PAGES`]).
+    pub const fn max_pages(&self) -> u64 {
         self.max_pages
     }
 
@@ -148,12 +165,16 @@ impl<Tr, S: Strategy, B> PaginatorBuilder<Tr, S, B> {
         self
     }
 
-    /// A runaway guard: fetching more than `pages` pages is
-    /// [`TooManyPages`](crate::ErrorKind::TooManyPages) (a crawl that
-    /// ends on exactly `pages` pages is fine). Default: no limit.
+    /// A runaway guard: a crawl that would fetch more than `pages` pages
+    /// (over the whole crawl, resumes included) stops with
+    /// [`TooManyPages`](crate::ErrorKind::TooManyPages) after yielding
+    /// page `pages`; a crawl that ends on exactly `pages` pages is fine.
+    /// Its checkpoint points at the next page, so a paginator with a
+    /// higher limit resumes it. Default [`DEFAULT_MAX_PAGES`];
+    /// `u64::MAX` for no limit.
     #[must_use]
     pub const fn max_pages(mut self, pages: u64) -> Self {
-        self.config.max_pages = Some(pages);
+        self.config.max_pages = pages;
         self
     }
 
@@ -175,9 +196,10 @@ impl<Tr, S: Strategy, B> PaginatorBuilder<Tr, S, B> {
 
     /// Up to `pages` page requests in flight (at most [`MAX_PREFETCH`]), for strategies that can
     /// predict the following pages ([`PageNumber`](crate::PageNumber) and
-    /// [`OffsetLimit`](crate::OffsetLimit) once the total is known). Pages
-    /// are still yielded in order. Default 1: each page is requested when
-    /// the previous one has been consumed.
+    /// [`OffsetLimit`](crate::OffsetLimit) once the total is known):
+    /// `pages - 1` run ahead while the consumer works on a page, `pages`
+    /// while it waits for the next one. Pages are still yielded in order. Default 1:
+    /// each page is requested when the previous one has been consumed.
     #[must_use]
     pub const fn prefetch(mut self, pages: usize) -> Self {
         self.config.prefetch = pages;
@@ -204,11 +226,12 @@ impl<Tr, S: Strategy, B> PaginatorBuilder<Tr, S, B> {
         self
     }
 
-    /// Follows next pages on another origin than the start URI. Off by
-    /// default ([`CrossOrigin`](crate::ErrorKind::CrossOrigin)). Even
-    /// when allowed, `Authorization`, `Proxy-Authorization`, `Cookie` and
-    /// headers marked [sensitive](HeaderValue::set_sensitive) are not sent
-    /// to another origin.
+    /// Follows next pages, and redirects, to another origin than the start
+    /// URI. Off by default ([`CrossOrigin`](crate::ErrorKind::CrossOrigin)).
+    /// Even when allowed, `Authorization`, `Proxy-Authorization`, `Cookie`
+    /// and headers marked [sensitive](HeaderValue::set_sensitive) are not
+    /// sent to another origin (nor anywhere after a redirect chain has left
+    /// the origin).
     #[must_use]
     pub const fn allow_cross_origin(mut self, allow: bool) -> Self {
         self.config.allow_cross_origin = allow;
@@ -241,7 +264,7 @@ impl<Tr, S: Strategy, B> PaginatorBuilder<Tr, S, B> {
         let config = self.config;
         let items = Pointer::parse(&config.items_at)?;
         for (name, zero) in [
-            ("max_pages", config.max_pages == Some(0)),
+            ("max_pages", config.max_pages == 0),
             ("max_items", config.max_items == Some(0)),
             ("max_page_bytes", config.max_page_bytes == 0),
             ("prefetch", config.prefetch == 0),

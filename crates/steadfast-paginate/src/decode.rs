@@ -17,6 +17,8 @@ use serde::de::{self, DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, V
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use crate::seen::Hash64;
+
 /// A page body could not be decoded.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +112,11 @@ impl Field {
         &self.text
     }
 
+    /// The reference tokens; `None` when the pointer is invalid.
+    pub(crate) fn tokens(&self) -> Option<&[String]> {
+        self.tokens.as_deref().ok()
+    }
+
     /// The value at this pointer (RFC 6901), if any.
     pub(crate) fn get<'v>(&self, value: &'v Value) -> Option<&'v Value> {
         self.tokens
@@ -125,12 +132,14 @@ impl Field {
 }
 
 /// A decoded page: the items, the rest of the body, and the last item as
-/// JSON when a strategy asked for it.
+/// JSON (parsed, and where its text is in the body) when a strategy asked
+/// for it.
 #[derive(Debug)]
 pub(crate) struct Decoded<T> {
     pub(crate) rest: Rest,
     pub(crate) items: Vec<T>,
     pub(crate) last_item: Option<Value>,
+    pub(crate) last_raw: Option<Range<usize>>,
 }
 
 /// Decodes `body`: the array at `items` into `Vec<T>` (JSON `null` reads as
@@ -141,10 +150,26 @@ pub(crate) fn decode_page<T: DeserializeOwned>(
     items: &Pointer,
     keep_last: bool,
 ) -> Result<Decoded<T>, DecodeError> {
+    match decode_with::<T>(body.clone(), items, keep_last) {
+        // With `keep_last` each item is decoded from its own text, so an
+        // error's line and column are relative to the item. Decoding the
+        // page again the plain way (only on this error path) reports them
+        // in the page, as the plain path always does.
+        Err(e) if keep_last => Err(decode_with::<T>(body, items, false).err().unwrap_or(e)),
+        decoded => decoded,
+    }
+}
+
+fn decode_with<T: DeserializeOwned>(
+    body: Bytes,
+    items: &Pointer,
+    keep_last: bool,
+) -> Result<Decoded<T>, DecodeError> {
     let mut slot = Slot {
         items: None,
         last: None,
         keep_last,
+        base: body.as_ptr() as usize,
     };
     let mut de = serde_json::Deserializer::from_slice(&body);
     let repr = match items.tokens.as_slice() {
@@ -174,6 +199,11 @@ pub(crate) fn decode_page<T: DeserializeOwned>(
         ),
     };
     de.end()?;
+    let last_raw = slot.last;
+    let last_item = match &last_raw {
+        Some(range) => Some(serde_json::from_slice(&body[range.clone()])?),
+        None => None,
+    };
     Ok(Decoded {
         rest: Rest {
             bytes: body,
@@ -181,7 +211,8 @@ pub(crate) fn decode_page<T: DeserializeOwned>(
             value: OnceLock::new(),
         },
         items: slot.items.ok_or(DecodeError::Missing)?,
-        last_item: slot.last,
+        last_item,
+        last_raw,
     })
 }
 
@@ -288,16 +319,150 @@ impl Rest {
             .map(Cow::Owned)
     }
 
+    /// The JSON text at `field`, exactly as in the body (so a number keeps
+    /// every digit); only the member it is in is scanned. Where the page's
+    /// items were, `null`.
+    pub(crate) fn lookup_raw(&self, field: &Field) -> Option<&str> {
+        let tokens = field.tokens()?;
+        let Repr::Lazy { fields, items_key } = &self.repr else {
+            return raw_at(self.bytes.as_ref(), tokens);
+        };
+        let Some((first, rest)) = tokens.split_first() else {
+            return raw_at(self.bytes.as_ref(), tokens);
+        };
+        let member = fields
+            .iter()
+            .rev()
+            .find(|(key, _)| key.as_str(&self.bytes) == first);
+        match member {
+            Some((_, range)) => raw_at(self.bytes.get(range.clone())?, rest),
+            None if items_key
+                .as_ref()
+                .is_some_and(|k| k.as_str(&self.bytes) == first) =>
+            {
+                rest.is_empty().then_some("null")
+            }
+            None => None,
+        }
+    }
+
+    /// The body's text in `range` (a range the decoder recorded).
+    pub(crate) fn text(&self, range: &Range<usize>) -> Option<&str> {
+        std::str::from_utf8(self.bytes.get(range.clone())?).ok()
+    }
+
+    /// A fingerprint of the page's content: a hash of the items array and
+    /// the member names around it when the items are a top-level member
+    /// (so that a page repeated with a fresh cursor, or an echo of the
+    /// request, still matches), of the whole body otherwise.
+    pub(crate) fn fingerprint(&self) -> u64 {
+        let mut h = Hash64::default();
+        let mut at = 0;
+        if let Repr::Lazy { fields, .. } = &self.repr {
+            // The members' ranges, in body order (the order they were read).
+            for (_, range) in fields {
+                h.part(self.bytes.get(at..range.start).unwrap_or_default());
+                at = at.max(range.end);
+            }
+        }
+        h.part(self.bytes.get(at..).unwrap_or_default());
+        h.finish()
+    }
+
     fn parse(&self, range: &Range<usize>) -> Option<Value> {
         // Already validated by the first pass: cannot fail.
         serde_json::from_slice(self.bytes.get(range.clone())?).ok()
     }
 }
 
+/// The JSON text of the value at `tokens` inside the JSON text `json`
+/// (later duplicate members win, as in `serde_json::Value`).
+pub(crate) fn raw_at<'a>(json: &'a [u8], tokens: &[String]) -> Option<&'a str> {
+    let mut current = json;
+    for token in tokens {
+        let first = current.iter().find(|b| !b.is_ascii_whitespace())?;
+        if !matches!(first, b'{' | b'[') {
+            return None;
+        }
+        let mut de = serde_json::Deserializer::from_slice(current);
+        current = de.deserialize_any(Child { token }).ok()??.get().as_bytes();
+    }
+    // The body was valid JSON, so this is valid UTF-8.
+    std::str::from_utf8(current).ok().map(str::trim_ascii)
+}
+
+/// Finds the member or element named by `token` and keeps its raw text.
+struct Child<'t> {
+    token: &'t str,
+}
+
+impl<'de> Visitor<'de> for Child<'_> {
+    type Value = Option<&'de RawValue>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object or an array")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(is_it) = map.next_key_seed(KeyIs(self.token))? {
+            if is_it {
+                found = Some(map.next_value::<&'de RawValue>()?);
+            } else {
+                map.next_value::<de::IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let target = array_index(self.token);
+        let mut found = None;
+        let mut index = 0;
+        loop {
+            if target == Some(index) {
+                match seq.next_element::<&'de RawValue>()? {
+                    Some(raw) => found = Some(raw),
+                    None => return Ok(found),
+                }
+            } else if seq.next_element::<de::IgnoredAny>()?.is_none() {
+                return Ok(found);
+            }
+            index += 1;
+        }
+    }
+}
+
+/// Whether a member name is the one looked for.
+struct KeyIs<'t>(&'t str);
+
+impl<'de> DeserializeSeed<'de> for KeyIs<'_> {
+    type Value = bool;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for KeyIs<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<bool, E> {
+        Ok(v == self.0)
+    }
+}
+
 struct Slot<T> {
     items: Option<Vec<T>>,
-    last: Option<Value>,
+    /// Where the last item's text is in the body (with `keep_last`).
+    last: Option<Range<usize>>,
     keep_last: bool,
+    /// The body's address, to turn borrowed text into ranges.
+    base: usize,
 }
 
 /// Deserializes a JSON value, diverting the array at `path` into the slot.
@@ -355,10 +520,18 @@ impl<'de, T: DeserializeOwned> Visitor<'de> for Items<'_, T> {
         // page's items just freed).
         let mut items = Vec::new();
         if slot.keep_last {
-            while let Some(value) = seq.next_element::<Value>()? {
-                items.push(T::deserialize(&value).map_err(de::Error::custom)?);
-                slot.last = Some(value);
+            // Each item's text is borrowed from the body, then decoded:
+            // the last one's stays available exactly as sent (a 20-digit id
+            // must not come back as a float).
+            let mut last: Option<&'de RawValue> = None;
+            while let Some(raw) = seq.next_element::<&'de RawValue>()? {
+                items.push(serde_json::from_str(raw.get()).map_err(de::Error::custom)?);
+                last = Some(raw);
             }
+            slot.last = last.map(|raw| {
+                let start = (raw.get().as_ptr() as usize).saturating_sub(slot.base);
+                start..start + raw.get().len()
+            });
         } else {
             while let Some(item) = seq.next_element::<T>()? {
                 items.push(item);
@@ -615,6 +788,41 @@ mod tests {
             &json!({"data": null, "next_cursor": "c2", "meta": {"total": 3}})
         );
         assert_eq!(d.last_item, Some(json!({"id": 7, "x": 1})));
+    }
+
+    #[test]
+    fn a_fingerprint_covers_the_items_not_the_members_around_them() {
+        let print = |body: &str, pointer: &str| {
+            decode_page::<Item>(
+                Bytes::copy_from_slice(body.as_bytes()),
+                &ptr(pointer),
+                false,
+            )
+            .unwrap()
+            .rest
+            .fingerprint()
+        };
+        let a = print(r#"{"page":1,"data":[{"id":1}],"next":"x"}"#, "/data");
+        assert_eq!(
+            a,
+            print(r#"{"page":2,"data":[{"id":1}],"next":"yz"}"#, "/data")
+        );
+        assert_ne!(
+            a,
+            print(r#"{"page":1,"data":[{"id":2}],"next":"x"}"#, "/data")
+        );
+        assert_ne!(
+            a,
+            print(r#"{"page":1,"rows":[{"id":1}],"next":"x"}"#, "/rows")
+        );
+        // Nested or root arrays: the whole body.
+        let nested = print(r#"{"a":{"items":[{"id":1}]},"n":1}"#, "/a/items");
+        assert_ne!(
+            nested,
+            print(r#"{"a":{"items":[{"id":1}]},"n":2}"#, "/a/items")
+        );
+        assert_eq!(print(r#"[{"id":1}]"#, ""), print(r#"[{"id":1}]"#, ""));
+        assert_ne!(print(r#"[{"id":1}]"#, ""), print(r#"[{"id":3}]"#, ""));
     }
 
     #[test]

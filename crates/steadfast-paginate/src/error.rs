@@ -12,7 +12,7 @@ use crate::uri::Origin;
 /// A crawl failed. The stream yields the error once and then ends; its
 /// [`checkpoint`](crate::Items::checkpoint) still points at the last fully
 /// processed position, so the crawl can be resumed after a transient
-/// failure.
+/// failure (not after a loop, see [`is_loop`](Self::is_loop)).
 ///
 /// What happened is in [`kind`](Self::kind); which page it concerns in
 /// [`page`](Self::page) and [`uri`](Self::uri). The error is one pointer
@@ -60,6 +60,15 @@ pub enum ErrorKind<E> {
         /// The URI seen before.
         uri: Uri,
     },
+    /// The page has the same items as one of the last
+    /// [`REPEAT_WINDOW`](crate::REPEAT_WINDOW) pages, under another URI:
+    /// the server ignores the pagination parameter (or hands out a fresh
+    /// cursor to the same page) and would serve the same items forever.
+    /// The page's items are not yielded.
+    RepeatedPage {
+        /// The URI of the earlier page whose items this one repeats.
+        previous: Uri,
+    },
     /// The page leads to another origin than the one the crawl started on.
     CrossOrigin {
         /// The crawl's origin.
@@ -71,6 +80,13 @@ pub enum ErrorKind<E> {
     TooManyPages {
         /// The configured limit.
         limit: u64,
+    },
+    /// Following the page's redirects took more than
+    /// [`MAX_REDIRECTS`](crate::MAX_REDIRECTS) hops (a redirect loop, most
+    /// likely).
+    TooManyRedirects {
+        /// The limit.
+        limit: u32,
     },
 }
 
@@ -120,9 +136,16 @@ impl<E> PaginateError<E> {
         matches!(self.inner.kind, ErrorKind::Transport(_))
     }
 
-    /// Whether the API's pagination loops.
+    /// Whether the API's pagination loops: a next request that comes back
+    /// ([`ErrorKind::Loop`]) or a page served again under another URI
+    /// ([`ErrorKind::RepeatedPage`]). Resuming after a loop is not safe:
+    /// the resumed crawl does not know the pages before, and would yield
+    /// them again.
     pub fn is_loop(&self) -> bool {
-        matches!(self.inner.kind, ErrorKind::Loop { .. })
+        matches!(
+            self.inner.kind,
+            ErrorKind::Loop { .. } | ErrorKind::RepeatedPage { .. }
+        )
     }
 
     /// Whether a next page on another origin was refused.
@@ -140,6 +163,10 @@ impl<E> fmt::Display for PaginateError<E> {
         };
         match &self.inner.kind {
             ErrorKind::Transport(_) => write!(f, "page {page}: the request to {uri} failed"),
+            ErrorKind::Status(status) if status.is_redirection() => write!(
+                f,
+                "page {page}: {uri} answered {status} without a Location the paginator can follow (an http or https URI reference)"
+            ),
             ErrorKind::Status(status) => write!(
                 f,
                 "page {page}: {uri} answered {status}; a retry policy in the transport stack handles transient statuses"
@@ -162,9 +189,17 @@ impl<E> fmt::Display for PaginateError<E> {
                 f,
                 "page {page} leads to {to}, on another origin than {from}: refused, because credentials must not leak and the data may not be the API's; allow it with `allow_cross_origin(true)`"
             ),
+            ErrorKind::RepeatedPage { previous } => write!(
+                f,
+                "page {page}: the server returned the same page again ({uri} has the items of {previous}): does it ignore the page, offset or cursor parameter? The crawl stops instead of yielding the same items forever"
+            ),
             ErrorKind::TooManyPages { limit } => write!(
                 f,
-                "the crawl fetched max_pages ({limit}) pages and the API has more; raise the limit, or resume from the checkpoint"
+                "page {page}: the crawl reached max_pages ({limit}) and the API has more pages; to fetch them, resume from the checkpoint with a higher max_pages (the limit counts the pages of the whole crawl, resumes included)"
+            ),
+            ErrorKind::TooManyRedirects { limit } => write!(
+                f,
+                "page {page}: following the redirects of {uri} took more than {limit} hops; the server's redirects loop"
             ),
         }
     }

@@ -16,8 +16,8 @@ pub mod uri;
 
 pub use checkpoint::Checkpoint;
 pub use config::{
-    Config, DEFAULT_ITEMS_POINTER, DEFAULT_LOOP_WINDOW, DEFAULT_MAX_PAGE_BYTES, DEFAULT_NAME,
-    DEFAULT_PREFETCH, MAX_PREFETCH, PaginatorBuilder,
+    Config, DEFAULT_ITEMS_POINTER, DEFAULT_LOOP_WINDOW, DEFAULT_MAX_PAGE_BYTES, DEFAULT_MAX_PAGES,
+    DEFAULT_NAME, DEFAULT_PREFETCH, MAX_PREFETCH, MAX_REDIRECTS, PaginatorBuilder, REPEAT_WINDOW,
 };
 pub use decode::{DecodeError, PointerError};
 pub use error::{CheckpointError, ConfigError, ErrorKind, PaginateError};

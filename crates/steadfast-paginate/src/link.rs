@@ -10,7 +10,11 @@
 //!   quoted strings with `\` escapes, and parameters without a value
 //!   (`; crossorigin`, value `""`);
 //! - `rel` with several space-separated relation types, compared
-//!   case-insensitively; a second `rel` parameter is ignored (§3.3).
+//!   case-insensitively; a second `rel` parameter is ignored (§3.3);
+//! - the `anchor` parameter, which gives a link another context than the
+//!   response it came in (§3.2): see [`Link::is_about`];
+//! - header values as bytes: a quoted value may hold `obs-text` (bytes
+//!   0x80-0xFF, RFC 9110 §5.5), decoded lossily; a target must be UTF-8.
 //!
 //! Anything else is a [`LinkError`] naming the byte offset, never a panic
 //! and never a silent skip: a header the parser half-understood could hide
@@ -32,7 +36,7 @@ use std::fmt;
 
 use http::{HeaderMap, Uri, header::LINK};
 
-use crate::uri::{UriError, resolve};
+use crate::uri::{Origin, UriError, resolve};
 
 /// One link of a `Link` header: a target URI reference and its parameters.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,6 +95,44 @@ impl Link {
     pub fn resolve(&self, base: &Uri) -> Result<Uri, UriError> {
         resolve(base, &self.target)
     }
+
+    /// Whether the link is about `base`, the URI of the response that
+    /// carried it: true unless an `anchor` parameter (RFC 8288 §3.2) names
+    /// another context. An anchor is resolved against `base`; one with a
+    /// fragment names a part of the page, not the page, and one that does
+    /// not resolve names nothing this crawl knows.
+    ///
+    /// ```
+    /// use steadfast_paginate::link::parse_link_header;
+    ///
+    /// let base = "http://api.test/items?page=1".parse().unwrap();
+    /// let links = parse_link_header(
+    ///     r#"</items?page=2>; rel=next, </other?page=9>; rel=next; anchor="/other?page=8""#,
+    /// ).unwrap();
+    /// assert!(links[0].is_about(&base));
+    /// assert!(!links[1].is_about(&base));
+    /// ```
+    pub fn is_about(&self, base: &Uri) -> bool {
+        let Some(anchor) = self.param("anchor") else {
+            return true;
+        };
+        if anchor
+            .split_once('#')
+            .is_some_and(|(_, fragment)| !fragment.is_empty())
+        {
+            return false;
+        }
+        resolve(base, anchor).is_ok_and(|context| same_resource(&context, base))
+    }
+}
+
+/// Whether two URIs name the same resource: same origin (case and default
+/// ports aside), same path and query.
+fn same_resource(a: &Uri, b: &Uri) -> bool {
+    fn path(u: &Uri) -> &str {
+        if u.path().is_empty() { "/" } else { u.path() }
+    }
+    Origin::of(a).matches(b) && path(a) == path(b) && a.query() == b.query()
 }
 
 /// A `Link` header that does not follow RFC 8288.
@@ -127,7 +169,7 @@ pub enum LinkErrorKind {
     ExpectedParamName,
     /// A quoted string without its closing `"`.
     UnterminatedQuote,
-    /// The header value is not UTF-8.
+    /// A link target (between `<` and `>`) is not UTF-8.
     NotUtf8,
 }
 
@@ -139,20 +181,21 @@ impl fmt::Display for LinkErrorKind {
             Self::UnexpectedChar => "expected ';' or ',' after a link or parameter",
             Self::ExpectedParamName => "expected a parameter name after ';'",
             Self::UnterminatedQuote => "quoted string without a closing '\"'",
-            Self::NotUtf8 => "the header value is not valid UTF-8",
+            Self::NotUtf8 => "the link target is not valid UTF-8",
         })
     }
 }
 
 /// Parses every `Link` header line of `headers`, in order.
+///
+/// Header values are bytes: a quoted parameter value may hold `obs-text`
+/// (bytes 0x80-0xFF, RFC 9110 §5.5, e.g. a Latin-1 `title`), which is
+/// decoded lossily rather than failing the crawl. Targets stay strict: a
+/// target that is not UTF-8 is [`LinkErrorKind::NotUtf8`].
 pub fn parse_link_headers(headers: &HeaderMap) -> Result<Vec<Link>, LinkError> {
     let mut links = Vec::new();
     for value in headers.get_all(LINK) {
-        let text = std::str::from_utf8(value.as_bytes()).map_err(|e| LinkError {
-            offset: e.valid_up_to(),
-            kind: LinkErrorKind::NotUtf8,
-        })?;
-        parse_into(text, &mut links)?;
+        parse_into(value.as_bytes(), &mut links)?;
     }
     Ok(links)
 }
@@ -160,18 +203,20 @@ pub fn parse_link_headers(headers: &HeaderMap) -> Result<Vec<Link>, LinkError> {
 /// Parses one `Link` header value.
 pub fn parse_link_header(value: &str) -> Result<Vec<Link>, LinkError> {
     let mut links = Vec::new();
-    parse_into(value, &mut links)?;
+    parse_into(value.as_bytes(), &mut links)?;
     Ok(links)
 }
 
-/// The first link of `headers` whose `rel` includes `rel`.
+/// The first link of `headers` whose `rel` includes `rel`, whatever its
+/// context (its `anchor` parameter); [`LinkHeader`](crate::LinkHeader)
+/// also checks that the link is about the page, see [`Link::is_about`].
 pub fn find_rel(headers: &HeaderMap, rel: &str) -> Result<Option<Link>, LinkError> {
     Ok(parse_link_headers(headers)?
         .into_iter()
         .find(|link| link.has_rel(rel)))
 }
 
-fn parse_into(s: &str, links: &mut Vec<Link>) -> Result<(), LinkError> {
+fn parse_into(s: &[u8], links: &mut Vec<Link>) -> Result<(), LinkError> {
     let mut p = Cursor { s, i: 0 };
     loop {
         p.skip(|b| matches!(b, b' ' | b'\t' | b','));
@@ -182,15 +227,18 @@ fn parse_into(s: &str, links: &mut Vec<Link>) -> Result<(), LinkError> {
             return Err(p.error(LinkErrorKind::ExpectedTarget));
         }
         let open = p.i;
-        let Some(len) = s[open + 1..].find('>') else {
+        let Some(len) = s[open + 1..].iter().position(|&b| b == b'>') else {
             return Err(LinkError {
                 offset: open,
                 kind: LinkErrorKind::UnterminatedTarget,
             });
         };
-        let target = s[open + 1..open + 1 + len].trim_matches([' ', '\t']);
+        let target = std::str::from_utf8(&s[open + 1..open + 1 + len]).map_err(|e| LinkError {
+            offset: open + 1 + e.valid_up_to(),
+            kind: LinkErrorKind::NotUtf8,
+        })?;
         p.i = open + len + 2;
-        let mut link = Link::new(target);
+        let mut link = Link::new(target.trim_matches([' ', '\t']));
         parse_params(&mut p, &mut link)?;
         links.push(link);
     }
@@ -213,6 +261,8 @@ fn parse_params(p: &mut Cursor<'_>, link: &mut Link) -> Result<(), LinkError> {
         if name.is_empty() {
             return Err(p.error(LinkErrorKind::ExpectedParamName));
         }
+        // `tchar` is ASCII.
+        let name = String::from_utf8_lossy(name).to_ascii_lowercase();
         p.skip(is_ows);
         let value = if p.peek() == Some(b'=') {
             p.i += 1;
@@ -220,24 +270,24 @@ fn parse_params(p: &mut Cursor<'_>, link: &mut Link) -> Result<(), LinkError> {
             if p.peek() == Some(b'"') {
                 p.quoted()?
             } else {
-                p.take(|b| !matches!(b, b';' | b',' | b' ' | b'\t' | b'"'))
-                    .to_owned()
+                let token = p.take(|b| !matches!(b, b';' | b',' | b' ' | b'\t' | b'"'));
+                String::from_utf8_lossy(token).into_owned()
             }
         } else {
             String::new()
         };
-        link.params.push((name.to_ascii_lowercase(), value));
+        link.params.push((name, value));
     }
 }
 
 struct Cursor<'a> {
-    s: &'a str,
+    s: &'a [u8],
     i: usize,
 }
 
 impl<'a> Cursor<'a> {
     fn peek(&self) -> Option<u8> {
-        self.s.as_bytes().get(self.i).copied()
+        self.s.get(self.i).copied()
     }
 
     fn skip(&mut self, pred: impl Fn(u8) -> bool) {
@@ -246,18 +296,18 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// Takes the run of bytes matching `pred`; `pred` only accepts ASCII or
-    /// rejects only ASCII, so the slice ends on a char boundary.
-    fn take(&mut self, pred: impl Fn(u8) -> bool) -> &'a str {
+    /// Takes the run of bytes matching `pred`.
+    fn take(&mut self, pred: impl Fn(u8) -> bool) -> &'a [u8] {
         let start = self.i;
         self.skip(pred);
         &self.s[start..self.i]
     }
 
-    /// A quoted string starting at the current `"`, escapes removed.
+    /// A quoted string starting at the current `"`, escapes removed, bytes
+    /// that are not UTF-8 (obs-text) replaced by U+FFFD.
     fn quoted(&mut self) -> Result<String, LinkError> {
         let open = self.i;
-        let bytes = self.s.as_bytes();
+        let bytes = self.s;
         let mut out = Vec::new();
         self.i += 1;
         loop {
@@ -265,9 +315,8 @@ impl<'a> Cursor<'a> {
                 None => break,
                 Some(b'"') => {
                     self.i += 1;
-                    // Escapes only ever drop an ASCII backslash, so `out`
-                    // is valid UTF-8; the lossy conversion cannot alter it.
-                    return Ok(String::from_utf8_lossy(&out).into_owned());
+                    return Ok(String::from_utf8(out)
+                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()));
                 }
                 Some(b'\\') => match bytes.get(self.i + 1) {
                     Some(&escaped) => {

@@ -30,8 +30,16 @@ impl<O> Pipeline<O> {
         }
     }
 
-    pub(crate) fn push(&mut self, future: BoxFuture<O>) {
-        self.slots.push_back(Slot::Running(future));
+    /// Queues a request. With `cx`, it is also polled once right away, so
+    /// it starts (and registers the waker) while the consumer works on the
+    /// page before it; without, it starts at the next
+    /// [`poll_next`](Self::poll_next).
+    pub(crate) fn push(&mut self, mut future: BoxFuture<O>, cx: Option<&mut Context<'_>>) {
+        let slot = match cx.map(|cx| future.as_mut().poll(cx)) {
+            Some(Poll::Ready(out)) => Slot::Done(out),
+            _ => Slot::Running(future),
+        };
+        self.slots.push_back(slot);
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -80,9 +88,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn yields_in_push_order_whatever_the_completion_order() {
         let mut p = Pipeline::new();
-        p.push(after(30, 1));
-        p.push(after(10, 2));
-        p.push(after(20, 3));
+        p.push(after(30, 1), None);
+        p.push(after(10, 2), None);
+        p.push(after(20, 3), None);
         let start = tokio::time::Instant::now();
         let mut got = Vec::new();
         while let Some(out) = std::future::poll_fn(|cx| p.poll_next(cx)).await {
@@ -100,8 +108,33 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn clear_cancels_what_is_in_flight() {
         let mut p = Pipeline::new();
-        p.push(after(10, 1));
+        p.push(after(10, 1), None);
         p.clear();
         assert_eq!(std::future::poll_fn(|cx| p.poll_next(cx)).await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_pushed_with_a_context_starts_at_once() {
+        let started = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&started);
+        let mut p = Pipeline::new();
+        std::future::poll_fn(|cx| {
+            let flag = std::sync::Arc::clone(&flag);
+            p.push(
+                Box::pin(async move {
+                    flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                    7
+                }),
+                Some(cx),
+            );
+            Poll::Ready(())
+        })
+        .await;
+        assert!(started.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(matches!(p.slots.front(), Some(Slot::Done(7))), "parked");
+        p.push(after(5, 8), None);
+        assert!(matches!(p.slots.back(), Some(Slot::Running(_))), "lazy");
+        assert_eq!(std::future::poll_fn(|cx| p.poll_next(cx)).await, Some(7));
+        assert_eq!(std::future::poll_fn(|cx| p.poll_next(cx)).await, Some(8));
     }
 }

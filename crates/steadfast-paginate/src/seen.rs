@@ -1,8 +1,12 @@
-//! Loop detection: a bounded window of recently requested URIs.
+//! Loop detection: a bounded window of recently requested URIs, and one
+//! of the fingerprints of recent pages.
 
 use std::collections::{HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use http::Uri;
+
+use crate::config::REPEAT_WINDOW;
 
 /// The last `window` URIs, stored as 64-bit hashes (a false "seen" needs a
 /// hash collision among at most `window` URIs: odds around 2^-38 at the
@@ -11,7 +15,29 @@ use http::Uri;
 pub(crate) struct Seen {
     window: usize,
     order: VecDeque<u64>,
-    set: HashSet<u64>,
+    /// The keys are hashes already: the set uses them as they are.
+    set: HashSet<u64, BuildHasherDefault<Prehashed>>,
+}
+
+/// The `Hasher` of keys that are hashes already.
+#[derive(Debug, Default)]
+pub(crate) struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed with it; fold anything else.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, key: u64) {
+        self.0 = key;
+    }
 }
 
 impl Seen {
@@ -29,10 +55,9 @@ impl Seen {
             return true;
         }
         let key = hash(uri);
-        if self.set.contains(&key) {
+        if !self.set.insert(key) {
             return false;
         }
-        self.set.insert(key);
         self.order.push_back(key);
         if self.order.len() > self.window
             && let Some(old) = self.order.pop_front()
@@ -48,26 +73,82 @@ impl Seen {
     }
 }
 
-/// FNV-1a over the URI's parts. Not keyed: a server that crafted
-/// colliding URIs could only make the crawl stop with a loop error, which
-/// it can do anyway.
+/// A 64-bit hash of the URI's parts (see [`Hash64`]). Not keyed: a server
+/// that crafted colliding URIs could only make the crawl stop with a loop
+/// error, which it can do anyway.
 fn hash(uri: &Uri) -> u64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0100_0000_01b3;
-    let parts = [
-        uri.scheme_str().unwrap_or(""),
-        "://",
-        uri.authority().map_or("", http::uri::Authority::as_str),
+    let mut h = Hash64::default();
+    h.part(uri.scheme_str().unwrap_or("").as_bytes());
+    h.part(
+        uri.authority()
+            .map_or("", http::uri::Authority::as_str)
+            .as_bytes(),
+    );
+    h.part(
         uri.path_and_query()
-            .map_or("", http::uri::PathAndQuery::as_str),
-    ];
-    let mut h = OFFSET;
-    for part in parts {
-        for &b in part.as_bytes() {
-            h = (h ^ u64::from(b)).wrapping_mul(PRIME);
-        }
+            .map_or("", http::uri::PathAndQuery::as_str)
+            .as_bytes(),
+    );
+    h.finish()
+}
+
+/// A 64-bit hash of a sequence of byte strings, eight bytes at a time, with
+/// a final avalanche so that every bit depends on every input bit (the set
+/// takes its bucket from the low bits and its tag from the high ones).
+#[derive(Debug, Default)]
+pub(crate) struct Hash64(u64);
+
+impl Hash64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+    fn mix(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(23) ^ word).wrapping_mul(Self::K);
     }
-    h
+
+    /// Adds one part. Its length ends it, so that ("ab", "c") and
+    /// ("a", "bc") differ.
+    pub(crate) fn part(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            self.mix(u64::from_le_bytes(chunk.try_into().unwrap_or_default()));
+        }
+        let mut tail = [0u8; 8];
+        tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+        self.mix(u64::from_le_bytes(tail));
+        self.mix(bytes.len() as u64);
+    }
+
+    /// MurmurHash3's 64-bit finalizer over the state.
+    pub(crate) const fn finish(&self) -> u64 {
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+}
+
+/// Content-loop detection: the fingerprints of the last
+/// [`REPEAT_WINDOW`] pages with items, and where each came from.
+#[derive(Debug, Default)]
+pub(crate) struct Repeats {
+    recent: VecDeque<(u64, Uri)>,
+}
+
+impl Repeats {
+    /// Records the page at `uri` with `fingerprint`; the URI of the earlier
+    /// page with the same fingerprint, if one is in the window.
+    pub(crate) fn insert(&mut self, fingerprint: u64, uri: &Uri) -> Option<&Uri> {
+        if let Some(i) = self.recent.iter().position(|(f, _)| *f == fingerprint) {
+            return self.recent.get(i).map(|(_, uri)| uri);
+        }
+        if self.recent.len() == REPEAT_WINDOW {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((fingerprint, uri.clone()));
+        None
+    }
 }
 
 #[cfg(test)]
@@ -101,7 +182,50 @@ mod tests {
         assert!(!seen.contains(&uri(1)));
     }
 
+    #[test]
+    fn every_part_of_the_uri_counts() {
+        let uris = [
+            "http://a.test/items?page=1",
+            "https://a.test/items?page=1",
+            "http://b.test/items?page=1",
+            "http://a.test:8080/items?page=1",
+            "http://a.test/items?page=2",
+            "http://a.test/items?page=10",
+            "http://a.test/item?spage=1",
+            "/items?page=1",
+        ];
+        let hashes: HashSet<u64> = uris.iter().map(|u| hash(&u.parse().unwrap())).collect();
+        assert_eq!(hashes.len(), uris.len());
+    }
+
+    #[test]
+    fn a_page_repeated_within_the_window_names_the_first() {
+        let mut repeats = Repeats::default();
+        assert_eq!(repeats.insert(1, &uri(1)), None);
+        assert_eq!(repeats.insert(2, &uri(2)), None);
+        assert_eq!(repeats.insert(1, &uri(3)), Some(&uri(1)));
+        for i in 3..=REPEAT_WINDOW as u64 + 1 {
+            assert_eq!(repeats.insert(i, &uri(i + 10)), None);
+        }
+        assert_eq!(repeats.recent.len(), REPEAT_WINDOW);
+        assert_eq!(
+            repeats.insert(1, &uri(99)),
+            None,
+            "1 fell out of the window"
+        );
+        assert_eq!(repeats.insert(2, &uri(99)), None, "so did 2");
+        assert_eq!(repeats.insert(5, &uri(99)), Some(&uri(15)));
+    }
+
     proptest! {
+        /// Distinct URIs get distinct hashes (64 bits: a collision here
+        /// would be a broken hash, not bad luck).
+        #[test]
+        fn distinct_uris_hash_apart(a in "/[a-z0-9]{0,20}(\\?[a-z0-9=&]{0,30})?", b in "/[a-z0-9]{0,20}(\\?[a-z0-9=&]{0,30})?") {
+            let (ua, ub): (Uri, Uri) = (a.parse().unwrap(), b.parse().unwrap());
+            prop_assert_eq!(hash(&ua) == hash(&ub), a == b);
+        }
+
         /// Agrees with a plain list of the last `window` distinct URIs.
         #[test]
         fn matches_a_sliding_window_model(window in 1usize..6, ops in prop::collection::vec(0u64..8, 0..64)) {

@@ -26,7 +26,7 @@ use serde_json::Value;
 
 use std::borrow::Cow;
 
-use crate::decode::{Field, Rest};
+use crate::decode::{Field, Rest, raw_at};
 use crate::link::LinkError;
 use crate::uri::UriError;
 
@@ -61,6 +61,8 @@ pub struct PageView<'a> {
     body: Body<'a>,
     item_count: usize,
     last_item: Option<&'a Value>,
+    /// The last item's text as received, when the page came off the wire.
+    last_raw: Option<&'a str>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -88,6 +90,7 @@ impl<'a> PageView<'a> {
             body: Body::Value(body),
             item_count,
             last_item: None,
+            last_raw: None,
         }
     }
 
@@ -106,7 +109,13 @@ impl<'a> PageView<'a> {
             body: Body::Rest(rest),
             item_count,
             last_item: None,
+            last_raw: None,
         }
+    }
+
+    pub(crate) const fn with_last_raw(mut self, raw: Option<&'a str>) -> Self {
+        self.last_raw = raw;
+        self
     }
 
     /// The value at `field` of the body; only that member is parsed.
@@ -114,6 +123,23 @@ impl<'a> PageView<'a> {
         match self.body {
             Body::Value(value) => field.get(value).map(Cow::Borrowed),
             Body::Rest(rest) => rest.lookup(field),
+        }
+    }
+
+    /// The value at `field` of the body as a [`Token`].
+    pub(crate) fn token(&self, field: &Field) -> Token<'a> {
+        match self.body {
+            Body::Value(value) => Token::of_value(field.get(value)),
+            Body::Rest(rest) => Token::of_raw(rest.lookup_raw(field)),
+        }
+    }
+
+    /// The value at `field` of the last item as a [`Token`].
+    pub(crate) fn last_item_token(&self, field: &Field) -> Token<'a> {
+        match (self.last_raw, self.last_item) {
+            (Some(raw), _) => Token::of_raw(field.tokens().and_then(|t| raw_at(raw.as_bytes(), t))),
+            (None, Some(item)) => Token::of_value(field.get(item)),
+            (None, None) => Token::Absent,
         }
     }
 
@@ -325,6 +351,61 @@ pub(crate) fn describe(value: &Value) -> String {
         Value::String(_) => "a long string".to_owned(),
         Value::Array(_) => "an array".to_owned(),
         Value::Object(_) => "an object".to_owned(),
+    }
+}
+
+/// A scalar a strategy sends back to the server (a cursor, an id), read so
+/// that it goes back exactly as it came: a string unescaped, a number as
+/// the digits the server wrote (`18446744073709551617` must not come back
+/// as `1.8446744073709552e19`).
+#[derive(Debug)]
+pub(crate) enum Token<'a> {
+    /// Absent or `null`.
+    Absent,
+    /// A string's contents.
+    Str(Cow<'a, str>),
+    /// A number's text.
+    Number(Cow<'a, str>),
+    /// Anything else, for the error message.
+    Other(Value),
+}
+
+impl<'a> Token<'a> {
+    /// From JSON text as received.
+    fn of_raw(raw: Option<&'a str>) -> Self {
+        let Some(raw) = raw else {
+            return Self::Absent;
+        };
+        match raw.as_bytes().first() {
+            // The common case, a string without escapes, is borrowed.
+            Some(b'"') => match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+                Some(inner) if !inner.contains('\\') => Self::Str(Cow::Borrowed(inner)),
+                _ => serde_json::from_str(raw).map_or(Self::Absent, |s| Self::Str(Cow::Owned(s))),
+            },
+            Some(b'-' | b'0'..=b'9') => Self::Number(Cow::Borrowed(raw)),
+            Some(b'n') | None => Self::Absent,
+            Some(_) => serde_json::from_str(raw).map_or(Self::Absent, Self::Other),
+        }
+    }
+
+    /// From a parsed value (a [`PageView::new`] body, without the text).
+    fn of_value(value: Option<&'a Value>) -> Self {
+        match value {
+            None | Some(Value::Null) => Self::Absent,
+            Some(Value::String(s)) => Self::Str(Cow::Borrowed(s)),
+            Some(Value::Number(n)) => Self::Number(Cow::Owned(n.to_string())),
+            Some(other) => Self::Other(other.clone()),
+        }
+    }
+
+    /// For an error message: what was found.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Self::Absent => "null".to_owned(),
+            Self::Str(s) => describe(&Value::String(s.clone().into_owned())),
+            Self::Number(n) => format!("the number {n}"),
+            Self::Other(value) => describe(value),
+        }
     }
 }
 

@@ -5,16 +5,21 @@
 //! strategy, loop detection, and the position a checkpoint records. Each
 //! received page goes through, in order:
 //!
-//! 1. the strategy's `next`, which names the following request or ends;
-//! 2. the paginator's own gates: origin, loop, page limit;
-//! 3. reconciliation with prefetched requests: if the confirmed next
-//!    request is not the first one in flight, the speculative ones are
-//!    dropped (cancelled) and the confirmed one is sent;
-//! 4. top-up: while fewer than `prefetch` requests are in flight, the
-//!    strategy's prediction of the request after the last one is sent.
+//! 1. the repeated-page check: a page with items whose content (see
+//!    [`REPEAT_WINDOW`](crate::REPEAT_WINDOW)) is a recent page's is an
+//!    error, not yielded;
+//! 2. the strategy's `next`, which names the following request or ends;
+//! 3. the paginator's own gates: origin, loop, page limit;
+//! 4. with `prefetch(k)`, k > 1: reconciliation with prefetched requests
+//!    (if the confirmed next request is not the first one in flight, the
+//!    speculative ones are dropped and the confirmed one is sent), then
+//!    top-up to `k - 1` requests in flight, each started at once so they
+//!    run while the consumer works through the page.
 //!
-//! What follows a page only takes effect once the page is consumed, so an
-//! error about page N+1 (a loop, say) is yielded after page N's items.
+//! What follows a page only takes effect once the page is consumed: an
+//! error about page N+1 (a loop, say) is yielded after page N's items, and
+//! the request that fills the last prefetch slot (the only one, with
+//! `prefetch(1)`) is sent then, as a hand-written loop would.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -35,7 +40,7 @@ use crate::error::{ErrorKind, PaginateError};
 use crate::fetch::{Fetched, PageRequest, fetch};
 use crate::paginator::{Counters, Crawl, Shared};
 use crate::pipeline::Pipeline;
-use crate::seen::Seen;
+use crate::seen::{Repeats, Seen};
 use crate::strategy::{Next, PageView, Strategy};
 use crate::uri::Origin;
 
@@ -95,7 +100,10 @@ type PageResult<T, E> = Result<Fetched<T>, PaginateError<E>>;
 enum After<E> {
     Fetch(Uri),
     Done,
-    Fail(PaginateError<E>),
+    /// The crawl fails once the page is consumed. With a URI, the page
+    /// itself was fine and the crawl stops before that next page (the
+    /// `max_pages` limit): a checkpoint then continues there.
+    Fail(PaginateError<E>, Option<Uri>),
 }
 
 struct Engine<Tr: Transport<B>, S, B, T> {
@@ -103,11 +111,14 @@ struct Engine<Tr: Transport<B>, S, B, T> {
     strategy: S,
     shared: Arc<Shared>,
     start: Uri,
-    origin: Origin,
+    origin: Arc<Origin>,
     queue: Pipeline<PageResult<T, Tr::Error>>,
     /// The URIs of `queue`, in the same order.
     queued: VecDeque<Uri>,
     seen: Seen,
+    /// The fingerprints of the last pages with items, to catch a server
+    /// that serves one again under another URI.
+    repeats: Repeats,
     /// Pages received so far (the last one's number).
     received: u64,
     after: Option<After<Tr::Error>>,
@@ -140,7 +151,7 @@ where
     T: DeserializeOwned + Send + 'static,
 {
     fn new(crawl: Crawl<Tr, S, B>) -> Self {
-        let origin = Origin::of(&crawl.start);
+        let origin = Arc::new(Origin::of(&crawl.start));
         let window = crawl.shared.config.loop_window;
         let keep_last = crawl.strategy.wants_last_item();
         let mut engine = Self {
@@ -151,6 +162,7 @@ where
             queue: Pipeline::new(),
             queued: VecDeque::new(),
             seen: Seen::new(window),
+            repeats: Repeats::default(),
             received: crawl.pages,
             after: None,
             failed: None,
@@ -166,14 +178,25 @@ where
             start: crawl.start,
             _body: std::marker::PhantomData,
         };
+        let limit = engine.shared.config.max_pages;
         match crawl.first {
+            Ok(Some(uri)) if crawl.pages >= limit => {
+                // Resumed with the limit the crawl stopped at: the next
+                // page is beyond it, not worth a request.
+                engine.failed = Some(PaginateError::at(
+                    crawl.pages,
+                    uri.clone(),
+                    ErrorKind::TooManyPages { limit },
+                ));
+                engine.resume_uri = Some(uri);
+            }
             Ok(Some(uri)) => {
                 engine.resume_uri = Some(uri.clone());
                 if let Err(e) = engine.admit(crawl.pages, &engine.start, &uri) {
                     engine.failed = Some(e);
                 } else {
                     engine.seen.insert(&uri);
-                    engine.push(uri);
+                    engine.push(uri, None);
                 }
             }
             Ok(None) => engine.finished = true,
@@ -205,7 +228,7 @@ where
                 page,
                 from.clone(),
                 ErrorKind::CrossOrigin {
-                    from: self.origin.clone(),
+                    from: Origin::clone(&self.origin),
                     to: uri.clone(),
                 },
             ))
@@ -219,15 +242,20 @@ where
             || self.origin.matches(uri)
     }
 
-    fn push(&mut self, uri: Uri) {
+    /// Sends a request for the page after the last one queued. With `cx`
+    /// it starts at once (see [`Pipeline::push`]).
+    fn push(&mut self, uri: Uri, cx: Option<&mut Context<'_>>) {
         let request = PageRequest {
             number: self.received + self.queued.len() as u64 + 1,
             cross_origin: !self.same_origin(&uri),
             keep_last: self.keep_last,
             uri: uri.clone(),
+            origin: Arc::clone(&self.origin),
         };
-        self.queue
-            .push(fetch::<Tr, B, T>(&self.transport, &self.shared, request));
+        self.queue.push(
+            fetch::<Tr, B, T>(&self.transport, &self.shared, request),
+            cx,
+        );
         self.queued.push_back(uri);
         debug_assert_eq!(self.queue.len(), self.queued.len());
     }
@@ -239,6 +267,15 @@ where
             tracing::debug!(paginator = %self.shared.config.name, requests = n, "dropped prefetched pages");
             self.queue.clear();
             self.queued.clear();
+        }
+    }
+
+    /// Makes `uri`, the strategy's confirmed next request, the first one
+    /// in flight: predictions that turned out wrong are dropped.
+    fn confirm(&mut self, uri: &Uri, cx: Option<&mut Context<'_>>) {
+        if self.queued.front() != Some(uri) {
+            self.discard_queue();
+            self.push(uri.clone(), cx);
         }
     }
 
@@ -256,7 +293,10 @@ where
                 Poll::Ready(None)
             }
             Some(Err(e)) => Poll::Ready(Some(Err(self.fail(e)))),
-            Some(Ok(page)) => Poll::Ready(Some(Ok(self.receive(page)))),
+            Some(Ok(page)) => Poll::Ready(Some(match self.receive(page, cx) {
+                Ok(page) => Ok(page),
+                Err(e) => Err(self.fail(e)),
+            })),
         }
     }
 
@@ -267,10 +307,19 @@ where
         e
     }
 
-    fn receive(&mut self, mut page: Fetched<T>) -> Fetched<T> {
+    /// A page arrived: the strategy decides what follows it, and the
+    /// pages after it are requested while this one is consumed.
+    fn receive(
+        &mut self,
+        mut page: Fetched<T>,
+        cx: &mut Context<'_>,
+    ) -> Result<Fetched<T>, PaginateError<Tr::Error>> {
         self.queued.pop_front();
-        self.received = page.number;
         let count = page.items.len();
+        if count > 0 {
+            self.check_repeated(&page)?;
+        }
+        self.received = page.number;
         let skip = std::mem::take(&mut self.skip_first);
         page.items.drain(..skip.min(count));
         self.resume_skip = skip;
@@ -288,17 +337,41 @@ where
         );
 
         let after = self.decide(&page, count);
-        if let After::Fetch(uri) = &after {
-            if self.queued.front() != Some(uri) {
-                self.discard_queue();
-                self.push(uri.clone());
+        let prefetch = self.shared.config.prefetch;
+        match &after {
+            // Up to `prefetch - 1` requests run ahead while the page is
+            // consumed; the last slot is filled once it is, so that
+            // `prefetch(1)` behaves exactly like a hand-written loop.
+            After::Fetch(uri) if prefetch > 1 => {
+                self.confirm(uri, Some(&mut *cx));
+                self.top_up(prefetch - 1, Some(cx));
             }
-            self.top_up();
-        } else {
-            self.discard_queue();
+            After::Fetch(_) => {}
+            After::Done | After::Fail(..) => self.discard_queue(),
         }
         self.after = Some(after);
-        page
+        Ok(page)
+    }
+
+    /// A page with items whose content is a recent page's, under another
+    /// URI: the server ignores the pagination parameter.
+    fn check_repeated(&mut self, page: &Fetched<T>) -> Result<(), PaginateError<Tr::Error>> {
+        let Some(previous) = self.repeats.insert(page.rest.fingerprint(), &page.uri) else {
+            return Ok(());
+        };
+        tracing::warn!(
+            paginator = %self.shared.config.name,
+            page = page.number,
+            url.full = %page.uri,
+            "the server returned the same page again"
+        );
+        Err(PaginateError::at(
+            page.number,
+            page.uri.clone(),
+            ErrorKind::RepeatedPage {
+                previous: previous.clone(),
+            },
+        ))
     }
 
     fn decide(&mut self, page: &Fetched<T>, count: usize) -> After<Tr::Error> {
@@ -308,81 +381,73 @@ where
         }
         let view = PageView::of_page(page.number, &page.uri, &page.headers, &page.rest, count)
             .with_status(page.status)
-            .with_last_item(page.last_item.as_ref());
+            .with_last_item(page.last_item.as_ref())
+            .with_last_raw(page.last_raw.as_ref().and_then(|r| page.rest.text(r)));
         let uri = match self.strategy.next(&view) {
             Ok(Next::Fetch(uri)) => uri,
             Ok(Next::Done) => return After::Done,
             Err(source) => {
-                return After::Fail(PaginateError::at(
-                    page.number,
-                    page.uri.clone(),
-                    ErrorKind::Strategy(source),
-                ));
+                return After::Fail(
+                    PaginateError::at(page.number, page.uri.clone(), ErrorKind::Strategy(source)),
+                    None,
+                );
             }
         };
         if let Some(alias) = self.strategy.alias() {
             self.seen.insert(&alias);
         }
         if let Err(e) = self.admit(page.number, &page.uri, &uri) {
-            return After::Fail(e);
+            return After::Fail(e, None);
         }
         if !self.seen.insert(&uri) {
             tracing::warn!(paginator = %config.name, page = page.number, url.full = %uri, "pagination loops");
-            return After::Fail(PaginateError::at(
-                page.number,
-                page.uri.clone(),
-                ErrorKind::Loop { uri },
-            ));
+            return After::Fail(
+                PaginateError::at(page.number, page.uri.clone(), ErrorKind::Loop { uri }),
+                None,
+            );
         }
-        if let Some(limit) = config.max_pages
-            && page.number >= limit
-        {
-            return After::Fail(PaginateError::new(
-                Some(page.number),
-                Some(page.uri.clone()),
-                ErrorKind::TooManyPages { limit },
-            ));
+        let limit = config.max_pages;
+        if page.number >= limit {
+            return After::Fail(
+                PaginateError::at(
+                    page.number,
+                    page.uri.clone(),
+                    ErrorKind::TooManyPages { limit },
+                ),
+                Some(uri),
+            );
         }
         After::Fetch(uri)
     }
 
-    /// Sends predicted requests until `prefetch` are in flight.
-    fn top_up(&mut self) {
-        let shared = Arc::clone(&self.shared);
-        let config = &shared.config;
-        while self.queued.len() < config.prefetch {
+    /// Sends predicted requests until `limit` are in flight.
+    fn top_up(&mut self, limit: usize, mut cx: Option<&mut Context<'_>>) {
+        let max_pages = self.shared.config.max_pages;
+        let allow_cross_origin = self.shared.config.allow_cross_origin;
+        while self.queued.len() < limit {
             let Some(last) = self.queued.back() else {
                 return;
             };
             let Some(uri) = self.strategy.predict(last) else {
                 return;
             };
-            let beyond_limit = config
-                .max_pages
-                .is_some_and(|max| self.received + self.queued.len() as u64 >= max);
-            let cross = !config.allow_cross_origin && !self.same_origin(&uri);
+            let beyond_limit = self.received + self.queued.len() as u64 >= max_pages;
+            let cross = !allow_cross_origin && !self.same_origin(&uri);
             if beyond_limit || cross || self.seen.contains(&uri) {
                 return;
             }
-            self.push(uri);
+            self.push(uri, cx.as_deref_mut());
         }
     }
-}
 
-impl<Tr: Transport<B>, S: Strategy, B, T> Engine<Tr, S, B, T> {
-    /// Ends the crawl where it stands, cancelling requests in flight.
-    fn finish(&mut self) {
-        self.finished = true;
-        self.after = None;
-        self.queue.clear();
-        self.queued.clear();
-    }
-
-    /// The current page is consumed: what follows it takes effect.
+    /// The current page is consumed: what follows it takes effect (and is
+    /// requested, if it was not yet).
     fn consume(&mut self) {
         match self.after.take() {
             None => {}
             Some(After::Fetch(uri)) => {
+                self.confirm(&uri, None);
+                self.top_up(self.shared.config.prefetch, None);
                 self.resume_uri = Some(uri);
                 self.resume_skip = 0;
                 self.pages_done = self.received;
@@ -395,8 +460,41 @@ impl<Tr: Transport<B>, S: Strategy, B, T> Engine<Tr, S, B, T> {
                 self.in_page = false;
                 self.finished = true;
             }
-            Some(After::Fail(e)) => self.failed = Some(e),
+            Some(After::Fail(e, next)) => {
+                if let Some(next) = next {
+                    // The page is done with; a resume (with a higher
+                    // limit) starts at the page after it.
+                    self.resume_uri = Some(next);
+                    self.resume_skip = 0;
+                    self.pages_done = self.received;
+                    self.in_page = false;
+                }
+                self.failed = Some(e);
+            }
         }
+    }
+
+    /// The page being read is done with, `taken` of its items yielded:
+    /// the crawl moves past it, or ends there when the quota cut it short.
+    #[inline(never)]
+    fn page_done(&mut self, taken: usize, cut: bool) {
+        self.items += taken as u64;
+        self.resume_skip += taken;
+        if cut {
+            self.finish();
+        } else {
+            self.consume();
+        }
+    }
+}
+
+impl<Tr: Transport<B>, S: Strategy, B, T> Engine<Tr, S, B, T> {
+    /// Ends the crawl where it stands, cancelling requests in flight.
+    fn finish(&mut self) {
+        self.finished = true;
+        self.after = None;
+        self.queue.clear();
+        self.queued.clear();
     }
 
     fn quota_reached(&self) -> bool {
@@ -412,19 +510,6 @@ impl<Tr: Transport<B>, S: Strategy, B, T> Engine<Tr, S, B, T> {
         self.shared.config.max_items.map_or(usize::MAX, |max| {
             usize::try_from(max.saturating_sub(self.items)).unwrap_or(usize::MAX)
         })
-    }
-
-    /// The page being read is done with, `taken` of its items yielded:
-    /// the crawl moves past it, or ends there when the quota cut it short.
-    #[inline(never)]
-    fn page_done(&mut self, taken: usize, cut: bool) {
-        self.items += taken as u64;
-        self.resume_skip += taken;
-        if cut {
-            self.finish();
-        } else {
-            self.consume();
-        }
     }
 
     /// `taken`: items of the current page yielded but not yet counted.

@@ -583,9 +583,18 @@ fn configuration_is_validated_once_at_build() {
 fn defaults_are_pinned() {
     assert_eq!(
         format!("{:?}", Config::default()),
-        "Config { name: \"paginate\", items_at: \"\", max_pages: None, max_items: None, \
+        "Config { name: \"paginate\", items_at: \"\", max_pages: 100000, max_items: None, \
          max_page_bytes: 16777216, prefetch: 1, loop_window: 10000, stop_on_empty_page: false, \
          allow_cross_origin: false, headers: {} }"
+    );
+    // The fixed limits beside the configuration.
+    assert_eq!(
+        (
+            steadfast_paginate::MAX_PREFETCH,
+            steadfast_paginate::MAX_REDIRECTS,
+            steadfast_paginate::REPEAT_WINDOW,
+        ),
+        (64, 10, 64)
     );
 }
 

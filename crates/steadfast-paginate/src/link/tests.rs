@@ -82,6 +82,20 @@ fn several_header_lines_in_order() {
 }
 
 #[test]
+fn anchors_give_a_link_another_context() {
+    let base: Uri = "http://h.test/items?page=1".parse().unwrap();
+    let l = links(concat!(
+        r#"</a>; rel=next, </b>; rel=next; anchor="/other?page=8", "#,
+        r#"</c>; rel=next; anchor="", </d>; rel=next; anchor="?page=1", "#,
+        r#"</e>; rel=next; anchor="HTTP://H.TEST:80/items?page=1", "#,
+        r##"</f>; rel=next; anchor="#part", </g>; rel=next; anchor="mailto:x@y", "##,
+        r#"</h>; rel=next; anchor="http://h.test/items?page=2""#,
+    ));
+    let about: Vec<_> = l.iter().map(|l| l.is_about(&base)).collect();
+    assert_eq!(about, [true, false, true, true, true, false, false, false]);
+}
+
+#[test]
 fn relative_targets_resolve_against_the_request() {
     let base: Uri = "http://h.test/v1/items?page=1".parse().unwrap();
     let l = links("<?page=2>; rel=next, <../v2/items>; rel=alternate");
@@ -116,11 +130,29 @@ fn malformed_headers_are_typed_errors_with_offsets() {
 }
 
 #[test]
-fn non_utf8_header_values_are_an_error() {
+fn obs_text_in_values_is_decoded_lossily_but_targets_stay_strict() {
+    // RFC 9110 §5.5: a quoted string may hold bytes 0x80-0xFF (obs-text).
     let mut headers = HeaderMap::new();
-    headers.append(LINK, HeaderValue::from_bytes(b"<a>; title=\xff").unwrap());
+    headers.append(
+        LINK,
+        HeaderValue::from_bytes(b"</a>; rel=next; title=\"caf\xe9\"; x=\xff").unwrap(),
+    );
+    let links = parse_link_headers(&headers).unwrap();
+    assert_eq!(links[0].target(), "/a");
+    assert!(links[0].has_rel("next"));
+    assert_eq!(links[0].param("title"), Some("caf\u{fffd}"));
+    assert_eq!(links[0].param("x"), Some("\u{fffd}"));
+    let mut headers = HeaderMap::new();
+    headers.append(
+        LINK,
+        HeaderValue::from_bytes(b"</a\xff>; rel=next").unwrap(),
+    );
     let err = parse_link_headers(&headers).unwrap_err();
-    assert_eq!((err.kind(), err.offset()), (LinkErrorKind::NotUtf8, 11));
+    assert_eq!((err.kind(), err.offset()), (LinkErrorKind::NotUtf8, 3));
+    assert_eq!(
+        err.to_string(),
+        "malformed Link header at byte 3: the link target is not valid UTF-8"
+    );
     let mut headers = HeaderMap::new();
     headers.append(
         LINK,

@@ -3,9 +3,8 @@
 use std::borrow::Cow;
 
 use http::Uri;
-use serde_json::Value;
 
-use super::{Next, PageView, Strategy, StrategyError, check_field};
+use super::{Next, PageView, Strategy, StrategyError, Token, check_field};
 use crate::decode::Field;
 use crate::uri::with_query_param;
 
@@ -55,22 +54,23 @@ impl Cursor {
         self
     }
 
-    fn read(&self, page: &PageView<'_>) -> Result<Option<String>, StrategyError> {
+    /// The cursor, as the server wrote it: a number keeps every digit.
+    fn read<'a>(&self, page: &PageView<'a>) -> Result<Option<Cow<'a, str>>, StrategyError> {
         match &self.source {
-            Source::Body(field) => match page.lookup(field).map(Cow::into_owned) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) => Ok((!s.is_empty()).then_some(s)),
-                Some(Value::Number(n)) => Ok(Some(n.to_string())),
-                Some(other) => Err(StrategyError::bad_value(
-                    format!("body {}", field.as_str()),
-                    "a string, a number or null",
-                    &other,
-                )),
+            Source::Body(field) => match page.token(field) {
+                Token::Absent => Ok(None),
+                Token::Str(s) => Ok((!s.is_empty()).then_some(s)),
+                Token::Number(n) => Ok(Some(n)),
+                other @ Token::Other(_) => Err(StrategyError::BadValue {
+                    location: format!("body {}", field.as_str()),
+                    expected: "a string, a number or null",
+                    found: other.describe(),
+                }),
             },
             Source::Header(name) => match page.headers().get(name.as_str()) {
                 None => Ok(None),
                 Some(value) => match value.to_str() {
-                    Ok(s) => Ok((!s.is_empty()).then(|| s.to_owned())),
+                    Ok(s) => Ok((!s.is_empty()).then_some(Cow::Borrowed(s))),
                     Err(_) => Err(StrategyError::BadValue {
                         location: format!("header {name}"),
                         expected: "visible ASCII text",
@@ -114,7 +114,7 @@ fn next_uri(uri: &Uri, param: &str, cursor: &str) -> Result<Uri, StrategyError> 
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
     use crate::strategy::testing::{Fixture, fetch};
@@ -147,6 +147,32 @@ mod tests {
             err,
             "body /next_cursor is an object, expected a string, a number or null"
         );
+    }
+
+    #[test]
+    fn numeric_cursors_are_sent_back_exactly_as_written() {
+        let body = br#"{"data":[],"next":18446744073709551617,"f":1.50,"e":1e3,"s":"a\"b"}"#;
+        let decoded = crate::decode::decode_page::<Value>(
+            bytes::Bytes::from_static(body),
+            &crate::decode::Pointer::parse("/data").unwrap(),
+            false,
+        )
+        .unwrap();
+        let uri: Uri = "/i".parse().unwrap();
+        let headers = http::HeaderMap::new();
+        let view = PageView::of_page(1, &uri, &headers, &decoded.rest, 0);
+        for (pointer, sent) in [
+            ("/next", "/i?cursor=18446744073709551617"),
+            ("/f", "/i?cursor=1.50"),
+            ("/e", "/i?cursor=1e3"),
+            ("/s", "/i?cursor=a%22b"),
+        ] {
+            assert_eq!(
+                Cursor::body(pointer).next(&view).unwrap(),
+                fetch(sent),
+                "{pointer}"
+            );
+        }
     }
 
     #[test]

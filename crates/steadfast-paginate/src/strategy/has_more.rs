@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::{Next, PageView, Strategy, StrategyError, check_field};
+use super::{Next, PageView, Strategy, StrategyError, Token, check_field};
 use crate::decode::Field;
 use crate::uri::with_query_param;
 
@@ -96,23 +96,26 @@ impl Strategy for HasMore {
                 ));
             }
         }
-        let last = page.last_item().ok_or(StrategyError::NoProgress(
-            "has_more is true but the page is empty, so there is no last id to continue after",
-        ))?;
-        let id = match self.id_at.get(last) {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            None => {
+        if page.last_item().is_none() {
+            return Err(StrategyError::NoProgress(
+                "has_more is true but the page is empty, so there is no last id to continue after",
+            ));
+        }
+        // The id goes back exactly as the server wrote it.
+        let id = match page.last_item_token(&self.id_at) {
+            Token::Str(s) if !s.is_empty() => s,
+            Token::Number(n) => n,
+            Token::Absent => {
                 return Err(StrategyError::Missing {
                     location: format!("last item {}", self.id_at.as_str()),
                 });
             }
-            Some(other) => {
-                return Err(StrategyError::bad_value(
-                    format!("last item {}", self.id_at.as_str()),
-                    "a non-empty string or a number",
-                    other,
-                ));
+            other => {
+                return Err(StrategyError::BadValue {
+                    location: format!("last item {}", self.id_at.as_str()),
+                    expected: "a non-empty string or a number",
+                    found: other.describe(),
+                });
             }
         };
         Ok(Next::Fetch(with_query_param(page.uri(), &self.param, &id)?))

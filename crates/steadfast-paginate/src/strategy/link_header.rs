@@ -7,7 +7,8 @@ use crate::link::parse_link_headers;
 
 /// Follows the `rel="next"` link of the `Link` header(s), resolved against
 /// the URI of the request that returned it. Stops when there is no such
-/// link.
+/// link. Links whose `anchor` parameter names another resource than the
+/// page (RFC 8288 §3.2) are not the page's links and are ignored.
 ///
 /// Several `Link` header lines, several links per line, any parameter-name
 /// case and several relation types per `rel` are understood (see
@@ -57,7 +58,10 @@ impl Strategy for LinkHeader {
     }
 
     fn next(&mut self, page: &PageView<'_>) -> Result<Next, StrategyError> {
-        let links = parse_link_headers(page.headers())?;
+        let mut links = parse_link_headers(page.headers())?;
+        // Links anchored elsewhere (RFC 8288 §3.2) are about another
+        // resource: its `next` is not this page's.
+        links.retain(|l| l.is_about(page.uri()));
         // A page without a predecessor is the first page, whatever URI it
         // was fetched by: its `first` link is another name for it.
         self.alias = match links.iter().find(|l| l.has_rel("first")) {
@@ -130,6 +134,27 @@ mod tests {
             s.alias(),
             None,
             "a page with a predecessor is not the first"
+        );
+    }
+
+    #[test]
+    fn links_anchored_elsewhere_are_ignored() {
+        let f = Fixture::new("http://h.test/items", Value::Null, 1)
+            .header(
+                "link",
+                r#"</other?page=9>; rel="next"; anchor="/other?page=8""#,
+            )
+            .header("link", r#"</other?page=1>; rel="first"; anchor="/other""#);
+        let mut s = LinkHeader::new();
+        assert_eq!(s.next(&f.view()).unwrap(), Next::Done);
+        assert_eq!(s.alias(), None);
+        let f = Fixture::new("http://h.test/items", Value::Null, 1).header(
+            "link",
+            r#"</x>; rel="next"; anchor="/other", </items?page=2>; rel="next"; anchor="/items""#,
+        );
+        assert_eq!(
+            s.next(&f.view()).unwrap(),
+            fetch("http://h.test/items?page=2")
         );
     }
 

@@ -1,6 +1,7 @@
 //! Page-number pagination (`?page=N`).
 
 use http::Uri;
+use serde_json::Value;
 
 use super::{Next, PageView, Strategy, StrategyError, check_field, read_count, read_param};
 use crate::decode::Field;
@@ -13,22 +14,34 @@ pub const DEFAULT_FIRST_PAGE: u64 = 1;
 
 /// Requests `?page=N`, then `N+1`, ...
 ///
-/// Stops, in this order of preference:
-/// 1. after the last page, when the body gives the total number of pages
-///    ([`PageNumber::total_pages_at`]), or the total number of items
-///    ([`PageNumber::total_at`]) from which the pages are counted with the
-///    page size (configured with [`PageNumber::per_page`], read with
-///    [`PageNumber::per_page_at`], or else the size of the page just seen);
-/// 2. on an empty page (a page-number API has no other way to say "past
-///    the end").
+/// Stops only on what the server says, never on a guess:
 ///
-/// With a total, the following pages are known in advance, so
-/// [prefetch](crate::PaginatorBuilder::prefetch) can request them
-/// concurrently.
+/// - an empty page (a page-number API has no other way to say "past the
+///   end");
+/// - with the total number of pages ([`PageNumber::total_pages_at`]):
+///   after the last page;
+/// - with the total number of items ([`PageNumber::total_at`]): once the
+///   pages of the crawl hold that many items, or once the page size the
+///   server reports ([`PageNumber::per_page_at`]) times the page number
+///   reaches it.
 ///
-/// The page number is read back from each request URI, so a crawl resumed
-/// from a checkpoint continues exactly where it stopped. A start URI that
-/// already carries the page parameter starts at that page.
+/// A page shorter than the ones before it does not end the crawl, nor does
+/// a page shorter than the size asked for with [`PageNumber::per_page`]:
+/// servers cap page sizes (ask for 100, get 50) and filter pages after
+/// slicing them (permissions, deleted rows), so a short page is no proof
+/// of the end. Such a server costs one request past the end (an empty
+/// page), never lost items.
+///
+/// With a total, the following pages can be predicted (from the total and
+/// the largest page seen), so [prefetch](crate::PaginatorBuilder::prefetch)
+/// can request them concurrently; a prediction only starts requests early,
+/// it never ends the crawl.
+///
+/// The page number is read back from each request URI, and the items
+/// counted so far and the largest page are saved in checkpoints
+/// (`{"items": 200, "page_size": 50}`), so a crawl resumed from a
+/// checkpoint continues exactly where it stopped. A start URI that already
+/// carries the page parameter starts at that page.
 #[derive(Clone, Debug)]
 pub struct PageNumber {
     param: String,
@@ -37,6 +50,12 @@ pub struct PageNumber {
     per_page_at: Option<Field>,
     total_pages_at: Option<Field>,
     total_at: Option<Field>,
+    /// Items on the pages seen so far (the ones before the page being
+    /// decided on, then that one too).
+    counted: u64,
+    /// The largest page seen so far: a page-size estimate for predictions
+    /// only (0 before the first page with items).
+    largest: u64,
     last_page: Option<u64>,
 }
 
@@ -50,6 +69,8 @@ impl PageNumber {
             per_page_at: None,
             total_pages_at: None,
             total_at: None,
+            counted: 0,
+            largest: 0,
             last_page: None,
         }
     }
@@ -69,14 +90,17 @@ impl PageNumber {
     }
 
     /// Asks for `size` items per page in query parameter `name`
-    /// (`.per_page("per_page", 100)`).
+    /// (`.per_page("per_page", 100)`). Only a request: a server may send
+    /// fewer, so no page count or end is ever computed from it.
     #[must_use]
     pub fn per_page(mut self, name: impl Into<String>, size: u64) -> Self {
         self.per_page = Some((name.into(), size));
         self
     }
 
-    /// Reads the page size the server used from the body (`"/per_page"`).
+    /// Reads the page size the server used from the body (`"/per_page"`);
+    /// trusted like the totals: with [`PageNumber::total_at`], page `n`
+    /// (counting from the first) is the last once `n × per_page >= total`.
     #[must_use]
     pub fn per_page_at(mut self, pointer: impl Into<String>) -> Self {
         self.per_page_at = Some(Field::new(pointer));
@@ -101,42 +125,60 @@ impl PageNumber {
         Ok(read_param(uri, &self.param)?.unwrap_or(self.first_page))
     }
 
-    /// The last page number, when the body says how many there are.
-    fn learn_last_page(&self, page: &PageView<'_>) -> Result<Extent, StrategyError> {
+    /// Where page `number` stands, once its items are counted.
+    fn extent(&self, page: &PageView<'_>, number: u64) -> Result<Extent, StrategyError> {
         let read = |field: &Option<Field>| match field {
             Some(field) => read_count(page, field),
             None => Ok(None),
         };
-        let pages = if let Some(total_pages) = read(&self.total_pages_at)? {
-            total_pages
-        } else if let Some(total) = read(&self.total_at)? {
-            let size = match read(&self.per_page_at)?.filter(|&s| s > 0) {
-                Some(size) => size,
-                None => match &self.per_page {
-                    Some((_, size)) => *size,
-                    None => page.item_count() as u64,
-                },
-            };
-            if size == 0 {
-                return Ok(Extent::Unknown);
-            }
-            total.div_ceil(size)
-        } else {
+        if let Some(total_pages) = read(&self.total_pages_at)? {
+            return Ok(match total_pages.checked_sub(1) {
+                Some(n) => Extent::LastPage(self.first_page.saturating_add(n)),
+                None => Extent::Done,
+            });
+        }
+        let Some(total) = read(&self.total_at)? else {
             return Ok(Extent::Unknown);
         };
-        Ok(match pages.checked_sub(1) {
-            Some(n) => Extent::LastPage(self.first_page.saturating_add(n)),
-            None => Extent::NoPages,
-        })
+        if self.counted >= total {
+            return Ok(Extent::Done);
+        }
+        let pages = number.saturating_sub(self.first_page).saturating_add(1);
+        if let Some(size) = read(&self.per_page_at)?.filter(|&size| size > 0) {
+            if pages.saturating_mul(size) >= total {
+                return Ok(Extent::Done);
+            }
+            return Ok(Extent::Predicted(
+                self.first_page
+                    .saturating_add(total.div_ceil(size))
+                    .saturating_sub(1),
+            ));
+        }
+        // The fewest pages that can hold the rest: never more than the
+        // server has, unless the total grows, so prefetch does not
+        // overshoot.
+        let rest = (total - self.counted).div_ceil(self.largest.max(1));
+        Ok(Extent::Predicted(number.saturating_add(rest)))
     }
 }
 
 /// What the body says about the number of pages.
 enum Extent {
+    /// Nothing: only an empty page ends the crawl.
     Unknown,
-    NoPages,
+    /// The page is the last one.
+    Done,
+    /// The number of the last page, as the server says.
     LastPage(u64),
+    /// The number of the last page, as far as the crawl can tell: for
+    /// prefetch only.
+    Predicted(u64),
 }
+
+/// The checkpoint member holding the items counted.
+const ITEMS: &str = "items";
+/// The checkpoint member holding the largest page seen.
+const PAGE_SIZE: &str = "page_size";
 
 impl Default for PageNumber {
     fn default() -> Self {
@@ -178,21 +220,18 @@ impl Strategy for PageNumber {
 
     fn next(&mut self, page: &PageView<'_>) -> Result<Next, StrategyError> {
         let number = self.page_of(page.uri())?;
-        if page.item_count() == 0 {
+        let count = page.item_count() as u64;
+        if count == 0 {
             return Ok(Next::Done);
         }
-        match self.learn_last_page(page)? {
-            Extent::NoPages => {
-                self.last_page = None;
-                return Ok(Next::Done);
-            }
-            Extent::LastPage(last) => {
-                self.last_page = Some(last);
-                if number >= last {
-                    return Ok(Next::Done);
-                }
-            }
-            Extent::Unknown => self.last_page = None,
+        self.counted = self.counted.saturating_add(count);
+        self.largest = self.largest.max(count);
+        self.last_page = None;
+        match self.extent(page, number)? {
+            Extent::Done => return Ok(Next::Done),
+            Extent::LastPage(last) if number >= last => return Ok(Next::Done),
+            Extent::LastPage(last) | Extent::Predicted(last) => self.last_page = Some(last),
+            Extent::Unknown => {}
         }
         let next = number
             .checked_add(1)
@@ -204,6 +243,31 @@ impl Strategy for PageNumber {
         )?))
     }
 
+    fn save(&self) -> Value {
+        if self.counted == 0 {
+            return Value::Null;
+        }
+        let mut state = serde_json::Map::new();
+        state.insert(ITEMS.to_owned(), Value::from(self.counted));
+        state.insert(PAGE_SIZE.to_owned(), Value::from(self.largest));
+        Value::Object(state)
+    }
+
+    fn restore(&mut self, state: &Value) -> Result<(), StrategyError> {
+        (self.counted, self.largest) = match state {
+            Value::Null => (0, 0),
+            Value::Object(map) => {
+                let read = |key| map.get(key).and_then(Value::as_u64);
+                match (read(ITEMS), read(PAGE_SIZE)) {
+                    (Some(items), Some(size)) => (items, size),
+                    _ => return Err(bad_state(state)),
+                }
+            }
+            other => return Err(bad_state(other)),
+        };
+        Ok(())
+    }
+
     fn predict(&self, after: &Uri) -> Option<Uri> {
         let last = self.last_page?;
         let number = self.page_of(after).ok()?;
@@ -211,6 +275,12 @@ impl Strategy for PageNumber {
             .then(|| with_query_param(after, &self.param, &(number + 1).to_string()).ok())
             .flatten()
     }
+}
+
+fn bad_state(found: &Value) -> StrategyError {
+    StrategyError::Config(format!(
+        "a PageNumber checkpoint state is null or {{\"{ITEMS}\": <items counted>, \"{PAGE_SIZE}\": <largest page>}}, not {found}"
+    ))
 }
 
 #[cfg(test)]
@@ -254,27 +324,98 @@ mod tests {
     }
 
     #[test]
-    fn total_count_uses_the_page_size() {
-        // 25 items, 10 per page: pages 1..=3.
+    fn a_total_count_ends_once_the_pages_hold_it() {
+        // 25 items, 10 per page: pages 1..=3, and page 3 holds the 25th.
         let mut s = PageNumber::new().total_at("/total");
+        let f = Fixture::new("/i?page=1", json!({"total": 25}), 10);
+        assert_eq!(s.next(&f.view()).unwrap(), fetch("/i?page=2"));
+        assert_eq!(
+            s.predict(&"/i?page=2".parse().unwrap()).unwrap(),
+            "/i?page=3"
+        );
+        assert_eq!(s.predict(&"/i?page=3".parse().unwrap()), None);
         let f = Fixture::new("/i?page=2", json!({"total": 25}), 10);
         assert_eq!(s.next(&f.view()).unwrap(), fetch("/i?page=3"));
         let f = Fixture::new("/i?page=3", json!({"total": 25}), 5);
-        // A short last page under-counts the size: it still ends, on the empty page after.
-        assert_eq!(s.next(&f.view()).unwrap(), fetch("/i?page=4"));
+        assert_eq!(s.next(&f.view()).unwrap(), Next::Done, "25 items seen");
+
+        // The size asked for is not the size served: 20 asked, 10 served.
+        let mut s = PageNumber::new().total_at("/total").per_page("n", 20);
+        let f = Fixture::new("/i?page=1&n=20", json!({"total": 25}), 10);
+        assert_eq!(s.next(&f.view()).unwrap(), fetch("/i?page=2&n=20"));
+        let f = Fixture::new("/i?page=2&n=20", json!({"total": 25}), 10);
+        assert_eq!(s.next(&f.view()).unwrap(), fetch("/i?page=3&n=20"));
+        let f = Fixture::new("/i?page=3&n=20", json!({"total": 25}), 5);
+        assert_eq!(s.next(&f.view()).unwrap(), Next::Done);
+
+        // A size the server reports is trusted, even on a short page alone.
         let mut s = PageNumber::new()
             .total_at("/total")
             .per_page_at("/per_page");
+        let f = Fixture::new("/i?page=2", json!({"total": "25", "per_page": 10}), 10);
+        assert_eq!(s.next(&f.view()).unwrap(), fetch("/i?page=3"));
+        assert_eq!(s.predict(&"/i?page=3".parse().unwrap()), None);
         let f = Fixture::new("/i?page=3", json!({"total": "25", "per_page": 10}), 5);
-        assert_eq!(s.next(&f.view()).unwrap(), Next::Done);
-        let mut s = PageNumber::new().total_at("/total").per_page("n", 10);
-        let f = Fixture::new("/i?page=3", json!({"total": 25}), 5);
         assert_eq!(s.next(&f.view()).unwrap(), Next::Done);
         let f = Fixture::new("/i?page=3", json!({"total": -1}), 5);
         assert!(matches!(
             s.next(&f.view()),
             Err(StrategyError::BadValue { .. })
         ));
+    }
+
+    #[test]
+    fn a_short_page_is_no_end_while_the_total_is_not_reached() {
+        // Pages filtered after slicing: 10, 7, 10, 3 of a total of 30.
+        let mut s = PageNumber::new().total_at("/total").per_page("n", 10);
+        for (page, len) in [(1, 10), (2, 7), (3, 10)] {
+            let f = Fixture::new(&format!("/i?page={page}"), json!({"total": 30}), len);
+            assert_eq!(
+                s.next(&f.view()).unwrap(),
+                fetch(&format!("/i?page={}", page + 1)),
+                "page {page} of {len}"
+            );
+        }
+        // 27 counted: page 4 can hold the rest, nothing is predicted past it.
+        assert_eq!(s.predict(&"/i?page=4".parse().unwrap()), None);
+        let f = Fixture::new("/i?page=4", json!({"total": 30}), 3);
+        assert_eq!(s.next(&f.view()).unwrap(), Next::Done, "30 items seen");
+
+        // Without a total, neither a short page nor one below the size
+        // asked for ends: only the empty page does.
+        let mut s = PageNumber::new().per_page("n", 10);
+        let f = Fixture::new("/i?page=1", json!({}), 4);
+        assert_eq!(s.next(&f.view()).unwrap(), fetch("/i?page=2"));
+        let f = Fixture::new("/i?page=2", json!({}), 0);
+        assert_eq!(s.next(&f.view()).unwrap(), Next::Done);
+    }
+
+    #[test]
+    fn the_items_counted_survive_a_checkpoint() {
+        let mut s = PageNumber::new().total_at("/total");
+        assert_eq!(s.save(), Value::Null);
+        let f = Fixture::new("/i?page=1", json!({"total": 25}), 10);
+        s.next(&f.view()).unwrap();
+        let f = Fixture::new("/i?page=2", json!({"total": 25}), 10);
+        s.next(&f.view()).unwrap();
+        let state = s.save();
+        assert_eq!(state, json!({"items": 20, "page_size": 10}));
+        // A fresh strategy that only sees the last page still ends there.
+        let mut resumed = PageNumber::new().total_at("/total");
+        resumed.restore(&state).unwrap();
+        let f = Fixture::new("/i?page=3", json!({"total": 25}), 5);
+        assert_eq!(resumed.next(&f.view()).unwrap(), Next::Done);
+        resumed.restore(&Value::Null).unwrap();
+        assert_eq!(resumed.save(), Value::Null);
+        let bad_states = [
+            json!(3),
+            json!({"items": "x", "page_size": 1}),
+            json!({"page_size": 10}),
+            json!({}),
+        ];
+        for bad in bad_states {
+            assert!(resumed.restore(&bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
