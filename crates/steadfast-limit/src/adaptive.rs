@@ -9,12 +9,16 @@
 //! - [`Gradient`]: the idea of Netflix concurrency-limits' gradient limits.
 //!   The limit follows `limit × tolerance × min_rtt / rtt` (the gradient,
 //!   clamped to `[0.5, 1]`) plus a little headroom, smoothed. `min_rtt` is
-//!   the unloaded latency: the lowest RTT seen, which drifts up (doubling
-//!   every `min_rtt_window` samples unless refreshed) so that one lucky
-//!   sample is forgotten and a server that became slower for good is
-//!   re-learned. Gradient2's exponential average was tried first and
-//!   rejected: under sustained queueing it converges to the queued latency
-//!   and the limit creeps back up. Overload signals decrease as in AIMD.
+//!   the unloaded latency: the lowest RTT of the last one to two windows of
+//!   `min_rtt_window` samples, so that a lucky minimum is forgotten and a
+//!   server that became slower for good is re-learned within two windows,
+//!   however far off the old minimum was. A single sample below half the
+//!   minimum (a response from a cache, a clock hiccup) is taken for a fluke
+//!   until the next sample agrees: one 0 ns sample would otherwise hold the
+//!   limit at its floor for two windows. Gradient2's exponential average
+//!   was tried first and rejected: under sustained queueing it converges to
+//!   the queued latency and the limit creeps back up. Overload signals
+//!   decrease as in AIMD.
 //!
 //! Both grow only while the limit is actually used (in flight ≥ limit / 2):
 //! a client that sends little proves nothing about the server.
@@ -169,12 +173,20 @@ impl LimitAlgorithm for Aimd {
 pub struct Gradient {
     config: GradientConfig,
     limit: f64,
-    /// The unloaded RTT estimate in nanoseconds; `None` before the first sample.
-    min_rtt: Option<f64>,
-    /// Per-sample upward drift of `min_rtt`: doubles every window.
-    drift: f64,
+    /// The unloaded RTT in nanoseconds: the least of these two windows'
+    /// minimums (infinite while a window has no sample).
+    window_min: f64,
+    previous_window_min: f64,
+    window_samples: u32,
+    /// The last sample was below half the minimum and is waiting for a
+    /// second one to confirm it.
+    low_pending: bool,
     last_decrease: Option<u64>,
 }
+
+/// A sample below this fraction of the minimum RTT needs a second one to
+/// move the minimum.
+const FLUKE_BELOW: f64 = 0.5;
 
 impl Gradient {
     /// A gradient limit with `config` (validated).
@@ -183,15 +195,39 @@ impl Gradient {
         Ok(Self {
             config,
             limit: config.initial as f64,
-            min_rtt: None,
-            drift: 2f64.powf(1.0 / f64::from(config.min_rtt_window)),
+            window_min: f64::INFINITY,
+            previous_window_min: f64::INFINITY,
+            window_samples: 0,
+            low_pending: false,
             last_decrease: None,
         })
     }
 
     /// The unloaded-RTT estimate, once there is one.
     pub fn min_rtt(&self) -> Option<Duration> {
-        self.min_rtt.map(|n| Duration::from_nanos(n as u64))
+        self.min_rtt_nanos().map(|n| Duration::from_nanos(n as u64))
+    }
+
+    fn min_rtt_nanos(&self) -> Option<f64> {
+        let m = self.window_min.min(self.previous_window_min);
+        m.is_finite().then_some(m)
+    }
+
+    /// Counts `rtt` into the windowed minimum, unless it looks like a fluke.
+    fn learn_rtt(&mut self, rtt: f64) {
+        let low = self.min_rtt_nanos().is_some_and(|m| rtt < m * FLUKE_BELOW);
+        if low && !self.low_pending {
+            self.low_pending = true;
+        } else {
+            self.low_pending = false;
+            self.window_min = self.window_min.min(rtt);
+        }
+        self.window_samples += 1;
+        if self.window_samples >= self.config.min_rtt_window {
+            self.previous_window_min = self.window_min;
+            self.window_min = f64::INFINITY;
+            self.window_samples = 0;
+        }
     }
 }
 
@@ -216,8 +252,9 @@ impl LimitAlgorithm for Gradient {
             Signal::Ignore => return self.limit(),
             Signal::Success { rtt } => (rtt.as_nanos() as f64).max(1.0),
         };
-        let min_rtt = self.min_rtt.map_or(rtt, |m| (m * self.drift).min(rtt));
-        self.min_rtt = Some(min_rtt);
+        self.learn_rtt(rtt);
+        // The first sample is always learned, so the minimum is known here.
+        let min_rtt = self.min_rtt_nanos().unwrap_or(rtt);
         if (sample.in_flight as f64) < self.limit / 2.0 {
             return self.limit();
         }
@@ -326,10 +363,79 @@ mod tests {
         assert!(g.limit() > shrunk);
     }
 
+    fn rtt(i: u64, in_flight: usize, rtt: Duration) -> Sample {
+        Sample {
+            signal: Signal::Success { rtt },
+            ..success(i, in_flight, 0)
+        }
+    }
+
+    /// A gradient grown to its ceiling on a steady 10 ms, and the sample count.
+    fn steady_gradient() -> (Gradient, u64) {
+        let mut g = Gradient::new(GradientConfig::default().limits(100, 1, 200)).unwrap();
+        for i in 0..2_000 {
+            g.on_sample(success(i, g.limit(), 10));
+        }
+        assert_eq!(g.limit(), 200);
+        (g, 2_000)
+    }
+
+    #[test]
+    fn one_freak_rtt_sample_does_not_collapse_the_gradient() {
+        let (mut g, mut i) = steady_gradient();
+        g.on_sample(rtt(i, g.limit(), Duration::ZERO));
+        let mut lowest = g.limit();
+        for _ in 0..1_000 {
+            i += 1;
+            lowest = lowest.min(g.on_sample(success(i, g.limit(), 10)));
+        }
+        assert_eq!(lowest, 200, "one 0 ns sample cut the limit to {lowest}");
+        assert_eq!(g.min_rtt(), Some(Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn a_false_minimum_is_forgotten_within_two_windows() {
+        let (mut g, mut i) = steady_gradient();
+        let window = u64::from(GradientConfig::default().min_rtt_window);
+        // Several near-zero samples in a row are believed at first...
+        for _ in 0..3 {
+            i += 1;
+            g.on_sample(rtt(i, g.limit(), Duration::from_nanos(1)));
+        }
+        for _ in 0..50 {
+            i += 1;
+            g.on_sample(success(i, g.limit(), 10));
+        }
+        assert!(g.limit() < 100, "{}", g.limit());
+        // ...and forgotten after at most two windows, not log2(10 ms / 1 ns).
+        let mut n = 0;
+        while g.limit() < 200 {
+            i += 1;
+            n += 1;
+            g.on_sample(success(i, g.limit(), 10));
+            assert!(n <= 2 * window + 500, "still at {} after {n}", g.limit());
+        }
+    }
+
+    #[test]
+    fn a_server_that_became_faster_is_learned_at_once() {
+        let (mut g, mut i) = steady_gradient();
+        for _ in 0..2 {
+            i += 1;
+            g.on_sample(success(i, g.limit(), 2));
+        }
+        assert_eq!(g.min_rtt(), Some(Duration::from_millis(2)));
+    }
+
     fn signal() -> impl Strategy<Value = Signal> {
         prop_oneof![
             (0u64..10_000).prop_map(|ms| Signal::Success {
                 rtt: Duration::from_millis(ms)
+            }),
+            // Zero and sub-microsecond RTTs: no division by zero, no limit
+            // blown past its bounds.
+            (0u64..1_000).prop_map(|ns| Signal::Success {
+                rtt: Duration::from_nanos(ns)
             }),
             Just(Signal::Overload),
             Just(Signal::Ignore),

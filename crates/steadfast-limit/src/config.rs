@@ -188,6 +188,10 @@ pub const DEFAULT_BARE_429_PAUSE: Duration = Duration::from_secs(1);
 /// signal parser, one day. Requests still fail at once when a pause outlasts
 /// their deadline.
 pub const DEFAULT_MAX_PAUSE: Duration = MAX_SIGNAL_DELAY;
+/// Default longest wait for the answer to the probe sent when a pause ends
+/// with no pace known: one second, about a slow API response. Past it, the
+/// requests held behind the probe go.
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Settings of server-driven pacing.
 ///
@@ -196,12 +200,14 @@ pub const DEFAULT_MAX_PAUSE: Duration = MAX_SIGNAL_DELAY;
 /// | `max_keys` | [`DEFAULT_PACING_MAX_KEYS`] (10 000) | hosts remembered at once |
 /// | `bare_429_pause` | [`DEFAULT_BARE_429_PAUSE`] (1 s) | pause after a 429 with no hint; zero for none |
 /// | `max_pause` | [`DEFAULT_MAX_PAUSE`] (1 day) | clamp on server-given pauses |
+/// | `probe_timeout` | [`DEFAULT_PROBE_TIMEOUT`] (1 s) | after a pause with no pace known, how long the others wait for the first request's answer; zero: no probe, all go when the pause ends |
 /// | `name` | `"pacing"` | shown in tracing events and errors |
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PacingConfig {
     pub(crate) max_keys: usize,
     pub(crate) bare_429_pause: Duration,
     pub(crate) max_pause: Duration,
+    pub(crate) probe_timeout: Duration,
     pub(crate) name: Arc<str>,
 }
 
@@ -211,6 +217,7 @@ impl Default for PacingConfig {
             max_keys: DEFAULT_PACING_MAX_KEYS,
             bare_429_pause: DEFAULT_BARE_429_PAUSE,
             max_pause: DEFAULT_MAX_PAUSE,
+            probe_timeout: DEFAULT_PROBE_TIMEOUT,
             name: Arc::from(names::PACING),
         }
     }
@@ -235,6 +242,12 @@ impl PacingConfig {
     /// The clamp on server-given pauses.
     pub const fn max_pause(&self) -> Duration {
         self.max_pause
+    }
+
+    /// The longest wait for a probe's answer after a pause (see
+    /// [`crate::pacing`]).
+    pub const fn probe_timeout(&self) -> Duration {
+        self.probe_timeout
     }
 
     /// The name.
@@ -267,6 +280,14 @@ impl PacingConfigBuilder {
         self
     }
 
+    /// After a pause with no pace known, one request goes first and the
+    /// others wait for its answer, this long at most (at most one day).
+    /// Zero sends them all when the pause ends.
+    pub const fn probe_timeout(mut self, timeout: Duration) -> Self {
+        self.0.probe_timeout = timeout;
+        self
+    }
+
     /// Names the pacer in tracing events and errors.
     pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
         self.0.name = name.into();
@@ -278,6 +299,12 @@ impl PacingConfigBuilder {
         let c = self.0;
         if c.max_keys == 0 {
             return Err(ConfigError::new("max_keys", "must be at least 1"));
+        }
+        if c.probe_timeout > MAX_SIGNAL_DELAY {
+            return Err(ConfigError::new(
+                "probe_timeout",
+                "must be at most one day (steadfast_core::signals::MAX_SIGNAL_DELAY)",
+            ));
         }
         if c.max_pause > MAX_SIGNAL_DELAY || c.bare_429_pause > MAX_SIGNAL_DELAY {
             return Err(ConfigError::new(
@@ -307,8 +334,9 @@ pub const DEFAULT_GRADIENT_SMOOTHING: f64 = 0.2;
 /// Default gradient RTT tolerance: latency may grow by this factor over the
 /// unloaded latency before the limit shrinks (as Gradient2).
 pub const DEFAULT_GRADIENT_TOLERANCE: f64 = 1.5;
-/// Default samples over which an unrefreshed minimum RTT doubles (600, the
-/// long window of Gradient2).
+/// Default window of the gradient's minimum RTT: the minimum is that of the
+/// last one to two windows of this many samples (600, the long window of
+/// Gradient2).
 pub const DEFAULT_GRADIENT_MIN_RTT_WINDOW: u32 = 600;
 /// Default headroom added to the gradient's estimate (as Gradient2's queue size).
 pub const DEFAULT_GRADIENT_QUEUE: f64 = 4.0;
@@ -464,8 +492,9 @@ impl GradientConfig {
         self
     }
 
-    /// Sets the samples over which an unrefreshed minimum RTT doubles (at
-    /// least 1): shorter forgets faster.
+    /// Sets the window of the minimum RTT in samples (at least 1): the
+    /// minimum is that of the last one to two windows, so shorter forgets an
+    /// old minimum faster.
     #[must_use]
     pub const fn min_rtt_window(mut self, samples: u32) -> Self {
         self.min_rtt_window = samples;
@@ -533,7 +562,7 @@ mod tests {
         );
         assert_eq!(
             format!("{:?}", PacingConfig::default()),
-            "PacingConfig { max_keys: 10000, bare_429_pause: 1s, max_pause: 86400s, name: \"pacing\" }"
+            "PacingConfig { max_keys: 10000, bare_429_pause: 1s, max_pause: 86400s, probe_timeout: 1s, name: \"pacing\" }"
         );
         assert_eq!(
             format!("{:?}", AimdConfig::default()),
@@ -571,6 +600,11 @@ mod tests {
                 .is_err()
         );
         assert!(PacingConfig::builder().max_keys(0).build().is_err());
+        let e = PacingConfig::builder()
+            .probe_timeout(Duration::from_secs(86_401))
+            .build()
+            .unwrap_err();
+        assert_eq!(e.field(), "probe_timeout");
         assert!(
             PacingConfig::builder()
                 .max_pause(Duration::MAX)

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use crate::config::ConfigError;
 use crate::queue::{WaitQueue, wait_turn};
 use crate::state::{Clock, Epoch, Gcra, NotUntil};
-use crate::table::{Expiring, Table};
+use crate::table::{Expiring, Rank, Table};
 use crate::{Quota, names};
 
 /// The default bound on keys held at once.
@@ -97,8 +97,8 @@ impl Expiring for KeyState {
         self.tat <= now && self.waiting() == 0
     }
 
-    fn eviction_rank(&self) -> Option<u64> {
-        (self.waiting() == 0).then_some(self.tat)
+    fn eviction_rank(&self, _now: u64) -> Option<Rank> {
+        (self.waiting() == 0).then_some((false, self.tat))
     }
 }
 
@@ -533,6 +533,54 @@ mod tests {
         let s = l.snapshot();
         assert_eq!(s.keys, l.len());
         assert!(s.forced_evictions >= 100_000 - 1_000);
+    }
+
+    #[test]
+    fn active_keys_below_max_keys_are_never_forgotten() {
+        // 900 active keys in a 1 000-key limiter: no shard's share of the
+        // bound may push one out, however many shards there are.
+        for shards in [1, 16, 512] {
+            let l = KeyedRateLimiter::builder(Quota::per_minute(NonZeroU32::MIN))
+                .max_keys(1_000)
+                .shards(shards)
+                .build::<u64>()
+                .unwrap();
+            for k in 0..900 {
+                l.check_key_at(&k, 0).unwrap();
+            }
+            let s = l.snapshot();
+            assert_eq!((s.keys, s.forced_evictions), (900, 0), "{shards} shards");
+            for k in 0..900 {
+                assert!(
+                    l.check_key_at(&k, 1).is_err(),
+                    "key {k} was forgotten and burst again ({shards} shards)"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_tiny_max_keys_with_as_many_shards_stays_bounded_and_works() {
+        // Split per shard, a bound of 3 over 2 shards, or of 1 over 1, could
+        // round to nothing: the bound is global, so it holds exactly.
+        for (max_keys, shards) in [(1, 1), (2, 2), (3, 2), (4, 4), (5, 4)] {
+            let l = KeyedRateLimiter::builder(Quota::per_minute(NonZeroU32::MIN))
+                .max_keys(max_keys)
+                .shards(shards)
+                .build::<u64>()
+                .unwrap();
+            for k in 0..100 {
+                l.check_key_at(&k, 0).unwrap();
+                assert!(l.len() <= max_keys, "{} > {max_keys} keys", l.len());
+                // The newest key is remembered: its quota is spent.
+                assert!(l.check_key_at(&k, 0).is_err(), "key {k} forgotten");
+            }
+            let s = l.snapshot();
+            assert_eq!(
+                (s.keys, s.forced_evictions),
+                (max_keys, 100 - max_keys as u64)
+            );
+        }
     }
 
     #[test]

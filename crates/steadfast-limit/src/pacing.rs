@@ -5,17 +5,40 @@
 //!
 //! - `429`/`503` with `Retry-After` (or an exhausted `RateLimit`): the whole
 //!   key pauses until then. A bare `429` pauses for
-//!   [`PacingConfig::bare_429_pause`].
+//!   [`PacingConfig::bare_429_pause`], and so does a `429` whose hints say
+//!   zero (`Retry-After: 0`, a date or a reset already past, usually clock
+//!   skew): taken at its word, it would send the next request at once, into
+//!   the next `429`.
 //! - `RateLimit` / `X-RateLimit-Remaining` + reset: the remaining quota is
 //!   spread evenly until the reset, `reset / remaining` apart
 //!   ([`RateLimit::pace`](steadfast_core::signals::RateLimit::pace), rounded
-//!   up so the quota is never overspent).
+//!   up so the quota is never overspent). This holds whichever reset the
+//!   server means: the whole quota's refill (`RateLimit` `t` before
+//!   draft -10, most `X-RateLimit-Reset`) or the next unit of quota (`t`
+//!   from draft -10 on). Either way at least `remaining` requests fit
+//!   before it.
 //!
 //! Spacing is shared by all requests to a key: the pacer hands out slots
 //! like a GCRA with a burst of one whose rate is re-set by every response,
 //! so ten concurrent requests get ten consecutive slots, not one slot ten
 //! times. Pacing info expires at the announced reset; with no fresh signal
 //! the key is unpaced again.
+//!
+//! # After a pause
+//!
+//! A new pause voids every slot handed out before it: their holders
+//! reserve again ([`Pacer::is_current_at`]), so the requests a pause held
+//! leave it one slot apart, not together when it ends.
+//!
+//! - With a pace in force at the end of the pause, the first slot is the
+//!   end of the pause and the others follow one interval apart.
+//! - With no pace known, one request goes when the pause ends (the
+//!   *probe*); the others are held until its answer arrives (any response
+//!   of that key), then follow what it said: a pace, another pause, or, if
+//!   it said nothing, go. If no answer comes within
+//!   [`PacingConfig::probe_timeout`] of the end of the pause, they go then.
+//!   A burst at the end of a pause is what earns the next `429`; one
+//!   request first costs a round trip and usually brings the pace back.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hash};
@@ -24,13 +47,15 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, StatusCode};
 use steadfast_core::ServerSignals;
+use steadfast_core::signals::RateLimit;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::config::PacingConfig;
 use crate::error::LimitCause;
 use crate::keyed::default_shards;
 use crate::state::Epoch;
-use crate::table::{Expiring, Table};
+use crate::table::{Expiring, Rank, Table};
 
 /// The pacing state of one key: pure, `now` in nanoseconds on any clock.
 ///
@@ -55,15 +80,36 @@ pub struct PaceState {
     interval: u64,
     next_slot: u64,
     valid_until: u64,
+    /// Bumped by every new pause and by the answer to a probe: the slots
+    /// handed out before are void.
+    generation: u32,
+    probe: Probe,
+    /// While probing, when the requests held behind the probe go anyway.
+    probe_until: u64,
+}
+
+/// The probe after a pause with no pace known.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Probe {
+    #[default]
+    Idle,
+    /// The next request to reserve is the probe.
+    Wanted,
+    /// The probe went (or goes) at this time; others wait for an answer.
+    Out(u64),
 }
 
 /// A slot handed out by [`PaceState::reserve`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Slot {
     start: u64,
+    earliest: u64,
     cause: Option<LimitCause>,
     prev_next: u64,
     next: u64,
+    generation: u32,
+    held: bool,
+    probe: bool,
 }
 
 impl Slot {
@@ -76,47 +122,100 @@ impl Slot {
     pub const fn cause(&self) -> Option<LimitCause> {
         self.cause
     }
+
+    /// Held behind a probe: the request may go as soon as the probe's
+    /// answer arrives (the slot is then no longer current), and at
+    /// [`Slot::start`] at the latest.
+    pub const fn held(&self) -> bool {
+        self.held
+    }
 }
 
 impl PaceState {
     /// Reserves the next slot at `now`. Fails with the would-be slot,
-    /// reserving nothing, if it starts at or after `deadline`.
+    /// reserving nothing, if it starts at or after `deadline` (for a slot
+    /// held behind a probe: if the probe itself does).
     pub fn reserve(&mut self, now: u64, deadline: Option<u64>) -> Result<Slot, Slot> {
-        let mut start = now;
-        let mut cause = None;
-        if self.paused_until > start {
-            start = self.paused_until;
-            cause = Some(LimitCause::ServerPause);
-        }
-        let paced = self.interval > 0 && now < self.valid_until;
-        if paced && self.next_slot > start {
-            start = self.next_slot;
-            cause = Some(LimitCause::ServerPace);
-        }
-        let next = if paced {
-            start.saturating_add(self.interval)
-        } else {
-            self.next_slot
+        let (start, cause) = match self.paused_for(now) {
+            Some(_) => (self.paused_until, Some(LimitCause::ServerPause)),
+            None => (now, None),
         };
-        let slot = Slot {
+        let mut slot = Slot {
             start,
+            earliest: start,
             cause,
             prev_next: self.next_slot,
-            next,
+            next: self.next_slot,
+            generation: self.generation,
+            held: false,
+            probe: false,
         };
-        if deadline.is_some_and(|d| start >= d && start > now) {
+        if self.interval(now).is_some() {
+            if self.next_slot > slot.start {
+                slot.start = self.next_slot;
+                slot.cause = Some(LimitCause::ServerPace);
+            }
+            slot.earliest = slot.start;
+            slot.next = slot.start.saturating_add(self.interval);
+        } else if self.probing(now) {
+            match self.probe {
+                Probe::Wanted => slot.probe = true,
+                Probe::Out(at) => {
+                    // Behind the probe: at its answer, at the latest when
+                    // it times out.
+                    slot.held = true;
+                    slot.cause = Some(LimitCause::ServerPause);
+                    slot.earliest = at.max(now);
+                    slot.start = slot.start.max(self.probe_until);
+                }
+                Probe::Idle => {}
+            }
+        }
+        if deadline.is_some_and(|d| slot.earliest >= d && slot.earliest > now) {
             return Err(slot);
         }
-        self.next_slot = next;
+        self.next_slot = slot.next;
+        if slot.probe {
+            self.probe = Probe::Out(slot.start);
+        }
         Ok(slot)
     }
 
+    /// Whether `slot` still stands at `now`: `false` once a pause or a
+    /// probe's answer has come in since it was handed out, or when a pause
+    /// in force outlasts the slot's start. A holder of a slot that no
+    /// longer stands reserves again.
+    ///
+    /// A slot held behind a probe is checked before its start, while the
+    /// pause that made it may still be in force: that pause ends by its
+    /// start, so it stands (voiding it would have its holder reserve the
+    /// same slot again, forever).
+    pub const fn is_current(&self, slot: &Slot, now: u64) -> bool {
+        let by = if slot.start > now { slot.start } else { now };
+        slot.generation == self.generation && self.paused_until <= by
+    }
+
     /// Gives back a slot whose request was cancelled before it went, if no
-    /// later slot was handed out since.
+    /// later slot was handed out since. A cancelled probe makes the next
+    /// request the probe.
     pub const fn release(&mut self, slot: &Slot) {
+        if slot.generation != self.generation {
+            return;
+        }
         if self.next_slot == slot.next {
             self.next_slot = slot.prev_next;
         }
+        if let Probe::Out(at) = self.probe
+            && slot.probe
+            && at == slot.start
+        {
+            self.probe = Probe::Wanted;
+            self.void_slots();
+        }
+    }
+
+    const fn void_slots(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
     }
 
     /// Learns from a response at `now`: its status, its `Retry-After` and
@@ -126,28 +225,51 @@ impl PaceState {
         now: u64,
         status: u16,
         retry_after: Option<Duration>,
-        rate_limit: Option<&steadfast_core::signals::RateLimit>,
+        rate_limit: Option<&RateLimit>,
         config: &PacingConfig,
     ) -> Option<Duration> {
-        let exhausted = rate_limit
-            .filter(|rl| rl.remaining() == 0)
-            .map(steadfast_core::signals::RateLimit::reset);
+        // A zero hint ("now", a date or reset already past) is no hint.
+        let hint = |d: Option<Duration>| d.filter(|d| !d.is_zero());
+        let exhausted = hint(
+            rate_limit
+                .filter(|rl| rl.remaining() == 0)
+                .map(RateLimit::reset),
+        );
         let pause = match status {
-            429 | 503 => retry_after
+            429 => hint(retry_after)
                 .or(exhausted)
-                .or((status == 429).then_some(config.bare_429_pause)),
+                .or(Some(config.bare_429_pause)),
+            503 => hint(retry_after).or(exhausted),
             _ => exhausted,
         }
         .map(|p| p.min(config.max_pause))
         .filter(|p| !p.is_zero());
-        if let Some(p) = pause {
-            self.paused_until = self.paused_until.max(now.saturating_add(nanos(p)));
-        }
         if let Some(rl) = rate_limit.filter(|rl| rl.remaining() > 0) {
             let reset = nanos(rl.reset().min(config.max_pause));
             // Rounded up: r slots never fit in less than the reset.
             self.interval = reset.div_ceil(rl.remaining());
             self.valid_until = now.saturating_add(reset);
+        }
+        let until = pause.map(|p| now.saturating_add(nanos(p)));
+        if let Some(until) = until.filter(|&u| u > self.paused_until) {
+            self.paused_until = until;
+            // The slots handed out so far were counted from before the
+            // pause: their holders reserve again, after its end.
+            self.void_slots();
+            self.next_slot = until;
+            let probe_timeout = nanos(config.probe_timeout);
+            if self.interval(until).is_none() && probe_timeout > 0 {
+                self.probe = Probe::Wanted;
+                self.probe_until = until.saturating_add(probe_timeout);
+            } else {
+                self.probe = Probe::Idle;
+            }
+        } else if let Probe::Out(at) = self.probe
+            && now >= at
+        {
+            // The probe's answer: those held behind it follow what it said.
+            self.probe = Probe::Idle;
+            self.void_slots();
         }
         pause
     }
@@ -170,6 +292,11 @@ impl PaceState {
             None
         }
     }
+
+    /// Whether requests wait for a probe's answer at `now`.
+    const fn probing(&self, now: u64) -> bool {
+        !matches!(self.probe, Probe::Idle) && now < self.probe_until
+    }
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -178,22 +305,42 @@ fn nanos(d: Duration) -> u64 {
 
 impl Expiring for PaceState {
     fn expired(&self, now: u64) -> bool {
-        self.paused_until <= now && self.valid_until <= now && self.next_slot <= now
+        self.paused_until <= now
+            && self.valid_until <= now
+            && self.next_slot <= now
+            && !self.probing(now)
     }
 
-    fn eviction_rank(&self) -> Option<u64> {
-        Some(self.paused_until.max(self.valid_until).max(self.next_slot))
+    fn eviction_rank(&self, now: u64) -> Option<Rank> {
+        // A pause in force is what the server asked for most directly:
+        // forgotten last.
+        let holds = self.paused_until > now || self.probing(now);
+        let ends = self
+            .paused_until
+            .max(self.valid_until)
+            .max(self.next_slot)
+            .max(self.probe_until);
+        Some((holds, ends))
     }
 }
 
 /// Server-driven pacing for many keys (origins by default), with bounded
 /// memory: the keyed home of [`PaceState`]. The [`crate::Pacing`] layer
 /// drives it; use it directly to pace something other than a `Transport`.
+///
+/// `max_keys` bounds the keys of all shards together; past it, a key is
+/// forgotten to make room, one with no pause in force unless every key has
+/// one (counted in [`PacerSnapshot::forced_evictions`]).
 #[derive(Debug)]
 pub struct Pacer<K, S = RandomState> {
     table: Table<K, PaceState, S>,
     epoch: Epoch,
     config: PacingConfig,
+    /// Woken when slots of some key were voided (a pause, a probe's answer).
+    news: Notify,
+    /// Until when some key may be probing: responses with nothing to say
+    /// still end a probe, so they are looked at until then.
+    probing_until: AtomicU64,
     paced: AtomicU64,
     paused: AtomicU64,
     pauses: AtomicU64,
@@ -219,6 +366,8 @@ impl<K: Hash + Eq + Clone> Pacer<K, RandomState> {
             table: Table::new(config.max_keys, shards, RandomState::new()),
             epoch: Epoch::now(),
             config,
+            news: Notify::new(),
+            probing_until: AtomicU64::new(0),
             paced: AtomicU64::new(0),
             paused: AtomicU64::new(0),
             pauses: AtomicU64::new(0),
@@ -247,6 +396,21 @@ impl<K: Hash + Eq + Clone, S: BuildHasher> Pacer<K, S> {
     /// Reserves a slot for `key` at `now` (nanoseconds since the epoch); see
     /// [`PaceState::reserve`].
     pub fn reserve_at(&self, key: &K, now: u64, deadline: Option<u64>) -> Result<Slot, Slot> {
+        self.reserve(key, now, deadline, true)
+    }
+
+    /// Reserves again for a request whose slot was voided: counted in the
+    /// wait, not again as a delayed request.
+    pub(crate) fn reserve_again_at(
+        &self,
+        key: &K,
+        now: u64,
+        deadline: Option<u64>,
+    ) -> Result<Slot, Slot> {
+        self.reserve(key, now, deadline, false)
+    }
+
+    fn reserve(&self, key: &K, now: u64, deadline: Option<u64>, first: bool) -> Result<Slot, Slot> {
         let hash = self.table.hash(key);
         let mut shard = self.table.lock(hash);
         let result = match shard.find(hash, key) {
@@ -257,11 +421,15 @@ impl<K: Hash + Eq + Clone, S: BuildHasher> Pacer<K, S> {
         drop(shard);
         match &result {
             Ok(slot) => {
-                match slot.cause {
-                    Some(LimitCause::ServerPause) => self.paused.fetch_add(1, Ordering::Relaxed),
-                    Some(_) => self.paced.fetch_add(1, Ordering::Relaxed),
-                    None => 0,
-                };
+                if first {
+                    match slot.cause {
+                        Some(LimitCause::ServerPause) => {
+                            self.paused.fetch_add(1, Ordering::Relaxed)
+                        }
+                        Some(_) => self.paced.fetch_add(1, Ordering::Relaxed),
+                        None => 0,
+                    };
+                }
                 self.wait_nanos
                     .fetch_add(slot.start - now, Ordering::Relaxed);
             }
@@ -272,11 +440,40 @@ impl<K: Hash + Eq + Clone, S: BuildHasher> Pacer<K, S> {
         result
     }
 
+    /// Takes back the part of a slot's wait that was not waited (the slot
+    /// was voided, or its request gave up at its deadline).
+    pub(crate) fn unwait(&self, slot: &Slot, now: u64) {
+        self.wait_nanos
+            .fetch_sub(slot.start.saturating_sub(now), Ordering::Relaxed);
+    }
+
+    /// Whether `slot` still stands for `key` at `now` (see
+    /// [`PaceState::is_current`]). A request woken at its slot goes if it
+    /// does, and reserves again if not.
+    pub fn is_current_at(&self, key: &K, slot: &Slot, now: u64) -> bool {
+        let hash = self.table.hash(key);
+        self.table
+            .lock(hash)
+            .find(hash, key)
+            .is_none_or(|s| s.is_current(slot, now))
+    }
+
+    /// Resolves when some key's slots were voided; enable it before checking
+    /// [`Pacer::is_current_at`] so that no news is missed in between.
+    pub(crate) fn news(&self) -> tokio::sync::futures::Notified<'_> {
+        self.news.notified()
+    }
+
     /// Gives back the slot of a request cancelled before it went.
     pub fn release(&self, key: &K, slot: &Slot) {
         let hash = self.table.hash(key);
-        if let Some(state) = self.table.lock(hash).find(hash, key) {
+        let voided = self.table.lock(hash).find(hash, key).is_some_and(|state| {
+            let generation = state.generation;
             state.release(slot);
+            state.generation != generation
+        });
+        if voided {
+            self.news.notify_waiters();
         }
     }
 
@@ -304,23 +501,33 @@ impl<K: Hash + Eq + Clone, S: BuildHasher> Pacer<K, S> {
         let status = status.as_u16();
         let rl = signals.rate_limit();
         let retry_after = signals.retry_after();
-        let relevant = matches!(status, 429 | 503) || rl.is_some();
+        let relevant = matches!(status, 429 | 503)
+            || rl.is_some()
+            || now < self.probing_until.load(Ordering::Relaxed);
         if !relevant {
             return;
         }
         let hash = self.table.hash(key);
         let mut shard = self.table.lock(hash);
-        let pause = if let Some(state) = shard.find(hash, key) {
-            state.observe(now, status, retry_after, rl, &self.config)
+        let (pause, voided, probe_until) = if let Some(state) = shard.find(hash, key) {
+            let generation = state.generation;
+            let pause = state.observe(now, status, retry_after, rl, &self.config);
+            (pause, state.generation != generation, state.probe_until)
         } else {
             let mut state = PaceState::default();
             let pause = state.observe(now, status, retry_after, rl, &self.config);
             if !state.expired(now) {
                 shard.insert(hash, key.clone(), state, now);
             }
-            pause
+            (pause, false, state.probe_until)
         };
         drop(shard);
+        if probe_until > now {
+            self.probing_until.fetch_max(probe_until, Ordering::Relaxed);
+        }
+        if voided {
+            self.news.notify_waiters();
+        }
         if let Some(p) = pause {
             self.pauses.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
@@ -355,6 +562,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher> Pacer<K, S> {
             pauses: self.pauses.load(Ordering::Relaxed),
             deadline_refusals: self.refusals.load(Ordering::Relaxed),
             total_wait: Duration::from_nanos(self.wait_nanos.load(Ordering::Relaxed)),
+            forced_evictions: self.table.forced_evictions(),
         }
     }
 }
@@ -377,6 +585,9 @@ pub struct PacerSnapshot {
     pub deadline_refusals: u64,
     /// Time requests were told to wait, all together.
     pub total_wait: Duration,
+    /// Keys forgotten before their signals ran out, to stay within
+    /// `max_keys` (a pause in force only when every key had one).
+    pub forced_evictions: u64,
 }
 
 #[cfg(test)]
@@ -397,7 +608,12 @@ mod tests {
 
     #[test]
     fn retry_after_pauses_every_request_of_the_key() {
-        let c = PacingConfig::default();
+        // Without a probe: every request reserved during the pause may go
+        // at its end (the probe is tested below).
+        let c = PacingConfig::builder()
+            .probe_timeout(Duration::ZERO)
+            .build()
+            .unwrap();
         let mut p = PaceState::default();
         let pause = p.observe(0, 429, Some(Duration::from_secs(2)), None, &c);
         assert_eq!(pause, Some(Duration::from_secs(2)));
@@ -411,6 +627,72 @@ mod tests {
         assert_eq!(p.reserve(2 * S, None).unwrap().cause(), None);
         // Past the deadline: refused, nothing reserved.
         assert_eq!(p.reserve(0, Some(S)).unwrap_err().start(), 2 * S);
+    }
+
+    #[test]
+    fn after_a_pause_with_no_pace_one_probe_goes_and_its_answer_frees_the_rest() {
+        let c = PacingConfig::default(); // probe_timeout 1 s
+        let mut p = PaceState::default();
+        p.observe(0, 429, Some(Duration::from_secs(2)), None, &c);
+        let probe = p.reserve(0, None).unwrap();
+        assert_eq!((probe.start(), probe.held()), (2 * S, false));
+        let held = p.reserve(S, None).unwrap();
+        assert_eq!((held.start(), held.held()), (3 * S, true));
+        assert_eq!(held.cause(), Some(LimitCause::ServerPause));
+        // Still in the pause, the held slot stands: its holder waits, it
+        // does not reserve again (which would hand it the same slot, in a
+        // loop with no await).
+        assert!(p.is_current(&held, S));
+        assert!(p.is_current(&probe, S));
+        // A deadline before the probe's answer could come: refused now; one
+        // after it: accepted, the request holds until its deadline at most.
+        assert!(p.reserve(S, Some(2 * S)).is_err());
+        assert!(p.reserve(S, Some(2 * S + 1)).is_ok());
+        // A response before the probe went says nothing about after the pause.
+        p.observe(S, 200, None, None, &c);
+        assert!(p.is_current(&held, 2 * S));
+        // The probe's answer: pace 4 in 2 s. The held slot is void; again,
+        // the requests are spaced from the answer on.
+        p.observe(2 * S + 50, 200, None, Some(&rl(4, 2)), &c);
+        assert!(!p.is_current(&held, 2 * S + 50));
+        let starts: Vec<u64> = (0..3)
+            .map(|_| p.reserve(2 * S + 50, None).unwrap().start())
+            .collect();
+        assert_eq!(starts, [2 * S + 50, 2 * S + 50 + S / 2, 3 * S + 50]);
+        // A probe cancelled before it went: the next request is the probe.
+        let mut q = PaceState::default();
+        q.observe(0, 429, None, None, &c);
+        let probe = q.reserve(0, None).unwrap();
+        let held = q.reserve(0, None).unwrap();
+        q.release(&probe);
+        assert!(!q.is_current(&held, S));
+        assert!(!q.reserve(0, None).unwrap().held());
+        assert!(q.reserve(0, None).unwrap().held());
+        // No answer at all: at the timeout, requests go unheld.
+        assert_eq!(q.reserve(2 * S, None).unwrap().start(), 2 * S);
+        assert!(q.expired(2 * S));
+    }
+
+    #[test]
+    fn a_pause_voids_the_slots_handed_out_before_it() {
+        let c = PacingConfig::default();
+        let mut p = PaceState::default();
+        p.observe(0, 200, None, Some(&rl(5, 5)), &c); // one per second
+        let slots: Vec<Slot> = (0..4).map(|_| p.reserve(0, None).unwrap()).collect();
+        assert_eq!(slots[3].start(), 3 * S);
+        p.observe(S / 2, 429, Some(Duration::from_secs(3)), None, &c);
+        for slot in &slots {
+            assert!(!p.is_current(slot, slot.start()));
+        }
+        // Reserved again, they follow the end of the pause one second apart.
+        let starts: Vec<u64> = (1..4)
+            .map(|i| p.reserve(i * S, None).unwrap().start())
+            .collect();
+        assert_eq!(starts, [3 * S + S / 2, 4 * S + S / 2, 5 * S + S / 2]);
+        // Releasing a void slot changes nothing.
+        let before = p;
+        p.release(&slots[3]);
+        assert_eq!(p, before);
     }
 
     #[test]
@@ -463,6 +745,212 @@ mod tests {
         assert_eq!(p.interval(0), Some(S / 2));
         assert_eq!(p.interval(S), None);
         assert!(p.expired(S) && !p.expired(S - 1));
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Observe {
+            status: u16,
+            retry_after: Option<Duration>,
+            rate_limit: Option<(u64, Duration)>,
+        },
+        Reserve,
+        Release(usize),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        let secs = prop_oneof![
+            (0u64..5_000).prop_map(Duration::from_millis),
+            Just(Duration::MAX),
+        ];
+        prop_oneof![
+            1 => (
+                prop_oneof![Just(200u16), Just(429), Just(503)],
+                proptest::option::of(secs.clone()),
+                proptest::option::of((prop_oneof![0u64..10, Just(u64::MAX)], secs)),
+            )
+                .prop_map(|(status, retry_after, rate_limit)| Op::Observe {
+                    status,
+                    retry_after,
+                    rate_limit,
+                }),
+            4 => Just(Op::Reserve),
+            1 => any::<usize>().prop_map(Op::Release),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever the server says, in any order: no slot starts before
+        /// its reservation or inside a pause; a slot just handed out stands
+        /// until it starts (else its holder would reserve it again, in a
+        /// loop with no await); a pace spaces consecutive slots; and a state
+        /// that says it expired is one that delays nothing.
+        #[test]
+        fn pace_state_invariants(
+            ops in proptest::collection::vec((0u64..700_000_000, op()), 1..60),
+            probe in proptest::bool::ANY,
+        ) {
+            use proptest::prop_assert;
+            let c = PacingConfig::builder()
+                .max_pause(Duration::from_secs(10))
+                .probe_timeout(if probe { Duration::from_secs(1) } else { Duration::ZERO })
+                .build()
+                .unwrap();
+            let mut p = PaceState::default();
+            let mut now = 0;
+            let mut slots: Vec<Slot> = Vec::new();
+            // The last reservation, while nothing else happened since.
+            let mut last: Option<(Slot, u64)> = None;
+            for (dt, op) in ops {
+                now += dt;
+                if p.expired(now) {
+                    let mut q = p;
+                    let slot = q.reserve(now, None).unwrap();
+                    prop_assert!(slot.start() == now && slot.cause().is_none() && !slot.held());
+                }
+                match op {
+                    Op::Observe { status, retry_after, rate_limit } => {
+                        let rl = rate_limit
+                            .map(|(r, t)| RateLimit::new(r, t, RateLimitSource::Ietf));
+                        let pause = p.observe(now, status, retry_after, rl.as_ref(), &c);
+                        prop_assert!(pause.is_none_or(|d| d <= c.max_pause()));
+                        last = None;
+                    }
+                    Op::Reserve => {
+                        let interval = p.interval(now);
+                        let slot = p.reserve(now, None).unwrap();
+                        prop_assert!(slot.start() >= now);
+                        prop_assert!(p.paused_for(slot.start()).is_none());
+                        prop_assert!(p.is_current(&slot, now));
+                        prop_assert!(p.is_current(&slot, slot.start()));
+                        if let (Some((prev, i)), Some(_)) = (last, interval)
+                            && !prev.held()
+                            && !slot.held()
+                        {
+                            prop_assert!(slot.start() >= prev.start() + i);
+                        }
+                        last = interval.map(|i| (slot, i));
+                        slots.push(slot);
+                    }
+                    Op::Release(i) if !slots.is_empty() => {
+                        let slot = slots.swap_remove(i % slots.len());
+                        p.release(&slot);
+                        last = None;
+                    }
+                    Op::Release(_) => {}
+                }
+            }
+        }
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn a_429_whose_hints_say_zero_pauses_as_a_bare_429() {
+        let c = PacingConfig::default();
+        let zero = Some(Duration::ZERO);
+        assert_eq!(
+            PaceState::default().observe(0, 429, zero, None, &c),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            PaceState::default().observe(0, 429, None, Some(&rl(0, 0)), &c),
+            Some(Duration::from_secs(1))
+        );
+        // Not a 429: a zero hint is no pause, as before.
+        assert_eq!(PaceState::default().observe(0, 503, zero, None, &c), None);
+        assert_eq!(
+            PaceState::default().observe(0, 200, None, Some(&rl(0, 0)), &c),
+            None
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_with_a_zero_or_past_hint_still_pauses_the_origin() {
+        let cases: [&[(&str, &str)]; 4] = [
+            &[("retry-after", "0")],
+            &[("retry-after", "Sun, 06 Nov 1994 08:49:37 GMT")],
+            // Clock skew: the server's reset epoch is already past here.
+            &[
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", "1600000000"),
+            ],
+            &[("ratelimit", r#""a";r=0;t=0"#)],
+        ];
+        for case in cases {
+            let pacer = Pacer::<&str>::new(PacingConfig::default());
+            pacer.observe(
+                &"a",
+                StatusCode::TOO_MANY_REQUESTS,
+                &headers(case),
+                SystemTime::now(),
+            );
+            assert_eq!(
+                pacer.view(&"a").paused_for,
+                Some(Duration::from_secs(1)),
+                "{case:?}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pauses_are_never_forgotten_below_max_keys() {
+        let config = PacingConfig::builder().max_keys(10).build().unwrap();
+        let pause = headers(&[("retry-after", "60")]);
+        // Where keys fall among the shards is random: try many pacers.
+        for _ in 0..50 {
+            let pacer = Pacer::<u32>::new(config.clone());
+            for key in 0..10 {
+                pacer.observe(
+                    &key,
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &pause,
+                    SystemTime::now(),
+                );
+            }
+            for key in 0..10 {
+                assert!(
+                    pacer.view(&key).paused_for.is_some(),
+                    "{key}'s pause was lost"
+                );
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_max_keys_a_pace_is_forgotten_before_a_pause() {
+        let config = PacingConfig::builder().max_keys(2).build().unwrap();
+        let pause = headers(&[("retry-after", "5")]);
+        // A pace known for longer than the pause lasts.
+        let pace = headers(&[("ratelimit", r#""a";r=10;t=60"#)]);
+        for _ in 0..50 {
+            let pacer = Pacer::<&str>::new(config.clone());
+            pacer.observe(
+                &"paused",
+                StatusCode::TOO_MANY_REQUESTS,
+                &pause,
+                SystemTime::now(),
+            );
+            pacer.observe(&"paced", StatusCode::OK, &pace, SystemTime::now());
+            pacer.observe(
+                &"new",
+                StatusCode::TOO_MANY_REQUESTS,
+                &pause,
+                SystemTime::now(),
+            );
+            assert!(pacer.view(&"paused").paused_for.is_some());
+            assert!(pacer.view(&"new").paused_for.is_some());
+            assert_eq!(pacer.view(&"paced").rate_per_second, None);
+            let s = pacer.snapshot();
+            assert_eq!((s.keys, s.forced_evictions), (2, 1));
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -6,7 +6,9 @@ use std::time::Duration;
 /// The longest emission interval a quota accepts: about 146 years, so that
 /// all arithmetic on nanoseconds since a limiter's epoch stays far from
 /// `u64::MAX`.
-pub const MAX_INTERVAL: Duration = Duration::from_nanos(u64::MAX / 4);
+pub const MAX_INTERVAL: Duration = Duration::from_nanos(MAX_INTERVAL_NANOS);
+
+const MAX_INTERVAL_NANOS: u64 = u64::MAX / 4;
 
 /// The most tolerance (burst × interval) a limiter keeps: about 146 years.
 /// A larger product saturates here, which only matters for absurd quotas
@@ -19,6 +21,12 @@ const MAX_TOLERANCE_NANOS: u64 = u64::MAX / 4;
 /// This is the "generic cell rate" of GCRA: a limiter holding this quota
 /// admits at most `burst + elapsed / interval` requests over any interval of
 /// length `elapsed`, and never fewer when requests keep coming.
+///
+/// The interval is a whole number of nanoseconds, rounded **up** from
+/// `period / n`, so a quota is never exceeded: a rate that does not divide
+/// its period evenly comes out a hair slower (`per_second(3)` is one every
+/// 333 333 334 ns). The rounding only shows for rates near the resolution:
+/// `per_second(600_000_000)` is one every 2 ns, 500 million per second.
 ///
 /// ```
 /// use std::num::NonZeroU32;
@@ -42,8 +50,9 @@ pub struct Quota {
 }
 
 impl Quota {
-    /// `n` requests per second, spread one every `1 s / n`, with a burst of `n`.
-    /// Rates above 10^9 per second are one per nanosecond.
+    /// `n` requests per second, spread one every `1 s / n` (rounded up to
+    /// whole nanoseconds), with a burst of `n`. Rates above 10^9 per second
+    /// are one per nanosecond.
     pub const fn per_second(n: NonZeroU32) -> Self {
         Self::per_nanos(1_000_000_000, n)
     }
@@ -65,25 +74,30 @@ impl Quota {
         Self::new(NonZeroU32::MIN, period).map(|q| q.burst(NonZeroU32::MIN))
     }
 
-    /// `n` requests per `period`, with a burst of `n`.
+    /// `n` requests per `period`, one every `period / n` (rounded up to
+    /// whole nanoseconds), with a burst of `n`.
     ///
     /// Fails if `period / n` is shorter than a nanosecond or longer than
     /// [`MAX_INTERVAL`].
     pub fn new(n: NonZeroU32, period: Duration) -> Result<Self, QuotaError> {
-        if period > MAX_INTERVAL {
-            return Err(QuotaError::TooSlow { period });
-        }
-        let nanos = period.as_nanos() as u64;
-        if nanos < u64::from(n.get()) {
+        let nanos = period.as_nanos();
+        if nanos < u128::from(n.get()) {
             return Err(QuotaError::TooFast { n, period });
         }
-        Ok(Self::per_nanos(nanos, n))
+        match u64::try_from(nanos.div_ceil(u128::from(n.get()))) {
+            Ok(interval_nanos) if interval_nanos <= MAX_INTERVAL_NANOS => Ok(Self {
+                interval_nanos,
+                burst: n,
+            }),
+            _ => Err(QuotaError::TooSlow { n, period }),
+        }
     }
 
     const fn per_nanos(period_nanos: u64, n: NonZeroU32) -> Self {
-        let interval = period_nanos / n.get() as u64;
+        // Rounded up: n intervals never fit in less than the period. One
+        // request per nanosecond is the finest rate there is.
+        let interval = period_nanos.div_ceil(n.get() as u64);
         Self {
-            // One request per nanosecond is the finest rate there is.
             interval_nanos: if interval == 0 { 1 } else { interval },
             burst: n,
         }
@@ -143,9 +157,14 @@ pub enum QuotaError {
         /// The period.
         period: Duration,
     },
-    /// The period is longer than [`MAX_INTERVAL`].
-    #[error("a quota period of {period:?} is longer than the supported maximum (about 146 years)")]
+    /// The interval between two requests would be longer than
+    /// [`MAX_INTERVAL`].
+    #[error(
+        "a quota of {n} requests per {period:?} spaces them more than about 146 years apart, the supported maximum; use a shorter period or more requests"
+    )]
     TooSlow {
+        /// Requests per period.
+        n: NonZeroU32,
         /// The period.
         period: Duration,
     },
@@ -162,7 +181,7 @@ mod tests {
     #[test]
     fn constructors() {
         let q = Quota::per_second(nz(3));
-        assert_eq!(q.interval_nanos(), 333_333_333);
+        assert_eq!(q.interval_nanos(), 333_333_334); // rounded up
         assert_eq!(q.burst_size(), nz(3));
         assert_eq!(Quota::per_minute(nz(2)).interval(), Duration::from_secs(30));
         assert_eq!(Quota::per_hour(nz(1)).interval(), Duration::from_secs(3600));
@@ -194,6 +213,52 @@ mod tests {
         ));
         let msg = Quota::with_period(Duration::ZERO).unwrap_err().to_string();
         assert!(msg.contains("use a longer period"), "{msg}");
+    }
+
+    #[test]
+    fn the_interval_rounds_up_so_a_quota_is_never_exceeded() {
+        // 1.67 ns rounded down to 1 ns was a 67 % faster rate.
+        assert_eq!(Quota::per_second(nz(600_000_000)).interval_nanos(), 2);
+        assert_eq!(Quota::per_second(nz(3)).interval_nanos(), 333_333_334);
+        assert_eq!(
+            Quota::new(nz(7), Duration::from_nanos(10))
+                .unwrap()
+                .interval_nanos(),
+            2
+        );
+        assert_eq!(Quota::per_minute(nz(7)).interval_nanos(), 8_571_428_572);
+    }
+
+    #[test]
+    fn the_bound_is_on_the_interval_not_the_period() {
+        let years = |n: u64| Duration::from_secs(n * 365 * 24 * 3600);
+        // 1 000 requests per 200 years: one every 73 days.
+        let q = Quota::new(nz(1_000), years(200)).unwrap();
+        assert_eq!(q.interval(), years(200) / 1_000);
+        assert!(matches!(
+            Quota::new(nz(1), years(200)),
+            Err(QuotaError::TooSlow { .. })
+        ));
+        // A period past u64 nanoseconds is not truncated into a valid one.
+        assert!(matches!(
+            Quota::new(nz(1), Duration::from_nanos(u64::MAX) * 2),
+            Err(QuotaError::TooSlow { .. })
+        ));
+        let q = Quota::new(nz(u32::MAX), Duration::from_nanos(u64::MAX) * 2).unwrap();
+        assert!(q.interval() <= MAX_INTERVAL);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn n_intervals_cover_the_period(n in 1u32.., nanos in 1u64..) {
+            let period = Duration::from_nanos(nanos);
+            if let Ok(q) = Quota::new(NonZeroU32::new(n).unwrap(), period) {
+                let covered = u128::from(q.interval_nanos()) * u128::from(n);
+                // Never faster than asked, and less than a nanosecond per request slower.
+                proptest::prop_assert!(covered >= u128::from(nanos));
+                proptest::prop_assert!(covered < u128::from(nanos) + u128::from(n));
+            }
+        }
     }
 
     #[test]

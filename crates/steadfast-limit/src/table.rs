@@ -11,10 +11,21 @@
 //! run out). A shard sweeps such entries when an insert finds it at its
 //! sweep threshold; the threshold then becomes twice what survived, so
 //! sweeps cost O(1) amortised per insert and a shard never holds more than
-//! about twice its live entries. Past `max_keys`, the insert also drops the
-//! entry with the lowest [`Expiring::eviction_rank`]: the one closest to
-//! expiring, so the least state is lost.
+//! about twice its live entries.
+//!
+//! `max_keys` bounds the entries of all shards together (one atomic count,
+//! so a shard that happens to hold more keys than its neighbours loses
+//! nothing while the table has room). An insert that takes the table past
+//! it forces one entry out, the one with the lowest
+//! [`Expiring::eviction_rank`]: the one whose loss costs least. The choice
+//! is global, so it takes a pass over every shard; one pass drops every
+//! expired entry and keeps the lowest-ranked eighth of the bound as the next
+//! victims, so a table full of active keys costs O(1) entries looked at per
+//! insert, amortised. A victim whose rank changed since the pass (it was
+//! used, or someone waits on it) is skipped. The pass runs after the
+//! inserting shard is unlocked, with no shard lock held across shards.
 
+use std::cmp::Reverse;
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -24,13 +35,22 @@ use hashbrown::HashTable;
 /// Below this many entries a shard does not bother sweeping.
 const MIN_SWEEP: usize = 32;
 
+/// A forced pass keeps `max_keys / VICTIM_BATCH` victims for the inserts
+/// that follow.
+const VICTIM_BATCH: usize = 8;
+
+/// The cost of forgetting an entry, compared lowest first: whether it holds
+/// something a server asked for (a pause in force), then the time at which
+/// it would have expired anyway.
+pub(crate) type Rank = (bool, u64);
+
 /// A value that can tell when it is safe to forget.
 pub(crate) trait Expiring {
     /// Forgetting this value at `now` changes no decision.
     fn expired(&self, now: u64) -> bool;
-    /// The order of forced eviction, lowest first; `None` pins the entry
-    /// (someone is waiting on it).
-    fn eviction_rank(&self) -> Option<u64>;
+    /// The order of forced eviction at `now`, lowest first; `None` pins the
+    /// entry (someone is waiting on it).
+    fn eviction_rank(&self, now: u64) -> Option<Rank>;
 }
 
 #[derive(Debug)]
@@ -56,6 +76,13 @@ struct Slot<K, V> {
     counted: AtomicU64,
 }
 
+/// An entry picked by a forced pass, found again by its hash and rank.
+#[derive(Clone, Copy, Debug)]
+struct Victim {
+    rank: Rank,
+    hash: u64,
+}
+
 #[derive(Debug)]
 pub(crate) struct Table<K, V, S> {
     shards: Box<[Slot<K, V>]>,
@@ -63,33 +90,48 @@ pub(crate) struct Table<K, V, S> {
     /// below hashbrown's 7-bit control tag.
     shift: u32,
     hasher: S,
-    per_shard: usize,
+    max_keys: usize,
     len: AtomicUsize,
     expired: AtomicU64,
     forced: AtomicU64,
+    /// The next entries to force out, lowest rank last. Lock order: this,
+    /// then one shard at a time.
+    victims: Mutex<Vec<Victim>>,
+}
+
+impl<K, V, S> Table<K, V, S> {
+    #[inline]
+    fn slot(&self, hash: u64) -> &Slot<K, V> {
+        let i = if self.shift == 64 {
+            0
+        } else {
+            ((hash << 7) >> self.shift) as usize
+        };
+        &self.shards[i]
+    }
 }
 
 impl<K: Hash + Eq, V: Expiring, S: BuildHasher> Table<K, V, S> {
     /// `shards` must be a power of two no larger than `max_keys`.
     pub(crate) fn new(max_keys: usize, shards: usize, hasher: S) -> Self {
         debug_assert!(shards.is_power_of_two() && shards <= max_keys);
-        let per_shard = max_keys / shards;
         Self {
             shards: (0..shards)
                 .map(|_| Slot {
                     lock: Mutex::new(Shard {
                         table: HashTable::new(),
-                        sweep_at: MIN_SWEEP.min(per_shard),
+                        sweep_at: MIN_SWEEP,
                     }),
                     counted: AtomicU64::new(0),
                 })
                 .collect(),
             shift: 64 - shards.trailing_zeros(),
             hasher,
-            per_shard,
+            max_keys,
             len: AtomicUsize::new(0),
             expired: AtomicU64::new(0),
             forced: AtomicU64::new(0),
+            victims: Mutex::new(Vec::new()),
         }
     }
 
@@ -100,18 +142,14 @@ impl<K: Hash + Eq, V: Expiring, S: BuildHasher> Table<K, V, S> {
 
     #[inline]
     pub(crate) fn lock(&self, hash: u64) -> Locked<'_, K, V, S> {
-        let i = if self.shift == 64 {
-            0
-        } else {
-            ((hash << 7) >> self.shift) as usize
-        };
-        let slot = &self.shards[i];
+        let slot = self.slot(hash);
         // Nothing panics under the lock; a poisoned shard is still consistent.
         let guard = slot.lock.lock().unwrap_or_else(PoisonError::into_inner);
         Locked {
             table: self,
             counted: &slot.counted,
-            guard,
+            guard: Some(guard),
+            owed: None,
         }
     }
 
@@ -151,19 +189,101 @@ impl<K: Hash + Eq, V: Expiring, S: BuildHasher> Table<K, V, S> {
     pub(crate) fn sweep_all(&self, now: u64) {
         for s in &self.shards {
             let mut guard = s.lock.lock().unwrap_or_else(PoisonError::into_inner);
-            sweep(self, &mut guard, now);
+            sweep(self, &mut guard, now, |_| {});
         }
     }
 }
 
-/// One locked shard.
-pub(crate) struct Locked<'a, K, V, S> {
+impl<K, V: Expiring, S> Table<K, V, S> {
+    /// Forces entries out until the table is back within `max_keys`, never
+    /// the one of hash `keep` (just inserted). Called with no shard locked.
+    fn make_room(&self, keep: u64, now: u64) {
+        let mut victims = self.victims.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut passes = 0;
+        while self.len.load(Ordering::Relaxed) > self.max_keys {
+            let Some(victim) = victims.pop() else {
+                // One pass per call: if its victims went stale under
+                // contention, the next insert past the bound tries again.
+                if passes == 1 || !self.collect_victims(&mut victims, keep, now) {
+                    // Everything left is pinned by waiters, who bound it.
+                    return;
+                }
+                passes += 1;
+                continue;
+            };
+            if victim.hash == keep {
+                continue;
+            }
+            let mut shard = self
+                .slot(victim.hash)
+                .lock
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Ok(entry) = shard.table.find_entry(victim.hash, |e| {
+                e.hash == victim.hash && e.value.eviction_rank(now) == Some(victim.rank)
+            }) {
+                entry.remove();
+                self.len.fetch_sub(1, Ordering::Relaxed);
+                self.forced.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// One pass over every shard: drops the expired entries and keeps the
+    /// lowest-ranked of the others (an eighth of the bound) as victims.
+    /// Returns whether there are any.
+    fn collect_victims(&self, victims: &mut Vec<Victim>, keep: u64, now: u64) -> bool {
+        victims.clear();
+        for slot in &self.shards {
+            let mut shard = slot.lock.lock().unwrap_or_else(PoisonError::into_inner);
+            sweep(self, &mut shard, now, |e| {
+                if let Some(rank) = e.value.eviction_rank(now)
+                    && e.hash != keep
+                {
+                    victims.push(Victim { rank, hash: e.hash });
+                }
+            });
+        }
+        let batch = (self.max_keys / VICTIM_BATCH).max(1);
+        if victims.len() > batch {
+            victims.select_nth_unstable_by_key(batch - 1, |v| v.rank);
+            victims.truncate(batch);
+            victims.shrink_to(batch);
+        }
+        // Highest first: `pop` takes the lowest.
+        victims.sort_unstable_by_key(|v| Reverse(v.rank));
+        !victims.is_empty()
+    }
+}
+
+/// One locked shard. An insert past `max_keys` makes room when it is
+/// dropped, after the shard is unlocked.
+pub(crate) struct Locked<'a, K, V: Expiring, S> {
     table: &'a Table<K, V, S>,
     counted: &'a AtomicU64,
-    guard: MutexGuard<'a, Shard<K, V>>,
+    /// `Some` until dropped.
+    guard: Option<MutexGuard<'a, Shard<K, V>>>,
+    /// The hash just inserted past the bound, and the time.
+    owed: Option<(u64, u64)>,
+}
+
+impl<K, V: Expiring, S> Drop for Locked<'_, K, V, S> {
+    fn drop(&mut self) {
+        if let Some((keep, now)) = self.owed.take() {
+            drop(self.guard.take());
+            self.table.make_room(keep, now);
+        }
+    }
 }
 
 impl<K: Hash + Eq, V: Expiring, S: BuildHasher> Locked<'_, K, V, S> {
+    #[inline]
+    fn shard(&mut self) -> &mut Shard<K, V> {
+        self.guard
+            .as_deref_mut()
+            .expect("a shard stays locked until its guard drops")
+    }
+
     /// Counts one event (an admission) in this shard's counter.
     #[inline]
     pub(crate) fn count(&self) {
@@ -174,7 +294,7 @@ impl<K: Hash + Eq, V: Expiring, S: BuildHasher> Locked<'_, K, V, S> {
 
     #[inline]
     pub(crate) fn find(&mut self, hash: u64, key: &K) -> Option<&mut V> {
-        self.guard
+        self.shard()
             .table
             .find_mut(hash, |e| e.hash == hash && e.key == *key)
             .map(|e| &mut e.value)
@@ -182,55 +302,46 @@ impl<K: Hash + Eq, V: Expiring, S: BuildHasher> Locked<'_, K, V, S> {
 
     /// Inserts a key known to be absent, evicting as described in the
     /// module docs.
-    pub(crate) fn insert(&mut self, hash: u64, key: K, value: V, now: u64) -> &mut V {
-        let shard = &mut *self.guard;
+    pub(crate) fn insert(&mut self, hash: u64, key: K, value: V, now: u64) {
+        let table = self.table;
+        let shard = self.shard();
         if shard.table.len() >= shard.sweep_at {
-            sweep(self.table, shard, now);
-            if shard.table.len() >= self.table.per_shard {
-                force_evict(self.table, shard);
-            }
+            sweep(table, shard, now, |_| {});
         }
-        self.table.len.fetch_add(1, Ordering::Relaxed);
-        &mut shard
+        shard
             .table
-            .insert_unique(hash, Entry { hash, key, value }, |e| e.hash)
-            .into_mut()
-            .value
+            .insert_unique(hash, Entry { hash, key, value }, |e| e.hash);
+        if table.len.fetch_add(1, Ordering::Relaxed) >= table.max_keys {
+            self.owed = Some((hash, now));
+        }
     }
 }
 
-fn sweep<K, V: Expiring, S>(table: &Table<K, V, S>, shard: &mut Shard<K, V>, now: u64) {
+/// Drops the expired entries of `shard`, shows each survivor to `survivor`,
+/// and sets the next sweep threshold.
+fn sweep<K, V: Expiring, S>(
+    table: &Table<K, V, S>,
+    shard: &mut Shard<K, V>,
+    now: u64,
+    mut survivor: impl FnMut(&Entry<K, V>),
+) {
     let before = shard.table.len();
-    shard.table.retain(|e| !e.value.expired(now));
+    shard.table.retain(|e| {
+        let expired = e.value.expired(now);
+        if !expired {
+            survivor(e);
+        }
+        !expired
+    });
     let live = shard.table.len();
     let dropped = before - live;
     table.len.fetch_sub(dropped, Ordering::Relaxed);
     table.expired.fetch_add(dropped as u64, Ordering::Relaxed);
-    let floor = MIN_SWEEP.min(table.per_shard);
-    shard.sweep_at = (2 * live).clamp(floor, table.per_shard.max(floor));
+    shard.sweep_at = (2 * live).max(MIN_SWEEP);
     // Give memory back after a spike of keys.
     let keep = 2 * live.max(MIN_SWEEP);
     if shard.table.capacity() > 2 * keep {
         shard.table.shrink_to(keep, |e| e.hash);
-    }
-}
-
-fn force_evict<K, V: Expiring, S>(table: &Table<K, V, S>, shard: &mut Shard<K, V>) {
-    let victim = shard
-        .table
-        .iter()
-        .filter_map(|e| e.value.eviction_rank().map(|r| (r, e.hash)))
-        .min();
-    // If every entry has waiters, the shard grows past its share: the
-    // waiting tasks themselves bound it.
-    if let Some((rank, hash)) = victim
-        && let Ok(entry) = shard.table.find_entry(hash, |e| {
-            e.hash == hash && e.value.eviction_rank() == Some(rank)
-        })
-    {
-        entry.remove();
-        table.len.fetch_sub(1, Ordering::Relaxed);
-        table.forced.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -247,17 +358,71 @@ mod tests {
         fn expired(&self, now: u64) -> bool {
             self.0 <= now
         }
-        fn eviction_rank(&self) -> Option<u64> {
-            self.0.is_multiple_of(2).then_some(self.0)
+        fn eviction_rank(&self, _: u64) -> Option<Rank> {
+            self.0.is_multiple_of(2).then_some((false, self.0))
         }
     }
 
     fn put(t: &Table<u64, Until, RandomState>, key: u64, until: u64, now: u64) {
+        put_value(t, key, Until(until), now);
+    }
+
+    fn put_value<V: Expiring>(t: &Table<u64, V, RandomState>, key: u64, value: V, now: u64) {
         let h = t.hash(&key);
         let mut s = t.lock(h);
         if s.find(h, &key).is_none() {
-            s.insert(h, key, Until(until), now);
+            s.insert(h, key, value, now);
         }
+    }
+
+    thread_local! {
+        static LOOKED_AT: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    /// Active until the stored time, never pinned; counts every time the
+    /// table looks at it, the unit of a table's work.
+    #[derive(Debug)]
+    struct Counted(u64);
+    impl Expiring for Counted {
+        fn expired(&self, now: u64) -> bool {
+            LOOKED_AT.with(|n| n.set(n.get() + 1));
+            self.0 <= now
+        }
+        fn eviction_rank(&self, _: u64) -> Option<Rank> {
+            LOOKED_AT.with(|n| n.set(n.get() + 1));
+            Some((false, self.0))
+        }
+    }
+
+    #[test]
+    fn a_table_full_of_active_keys_inserts_in_amortised_constant_work() {
+        let looked_at = || LOOKED_AT.with(std::cell::Cell::get);
+        let t = Table::new(4096, 4, RandomState::new());
+        for k in 0..4096 {
+            put_value(&t, k, Counted(1_000_000 + k), 0);
+        }
+        let before = looked_at();
+        for k in 4096..8192 {
+            put_value(&t, k, Counted(1_000_000 + k), 1);
+        }
+        let per_insert = (looked_at() - before) / 4096;
+        assert!(
+            per_insert <= 32,
+            "{per_insert} entries looked at per insert"
+        );
+        assert_eq!((t.len(), t.forced_evictions()), (4096, 4096));
+    }
+
+    #[test]
+    fn max_keys_bounds_all_shards_together_not_each_one() {
+        // 512 shards of a 1000-key table: a share per shard would be one key.
+        let t = Table::new(1000, 512, RandomState::new());
+        for k in 0..1000 {
+            put(&t, k, 1_000 + 2 * k, 0);
+        }
+        assert_eq!((t.len(), t.forced_evictions()), (1000, 0));
+        put(&t, 5_000, 9_000, 0);
+        assert_eq!((t.len(), t.forced_evictions()), (1000, 1));
     }
 
     #[test]

@@ -60,6 +60,11 @@ where
             admissions.lock().unwrap().push((i, start.elapsed()));
         }));
     }
+    // All line up before the first cancel, even one at 0 ms: a task
+    // aborted before its first poll never arrives at all.
+    while arrivals.lock().unwrap().len() < WAITERS {
+        tokio::task::yield_now().await;
+    }
     let mut cancels = cancels.to_vec();
     cancels.sort_unstable();
     for (at_ms, i) in cancels {

@@ -21,7 +21,9 @@ struct Bucket {
 impl Bucket {
     fn new(q: Quota) -> Self {
         let interval = q.interval_nanos();
-        let capacity = interval * u64::from(q.burst_size().get());
+        // Saturating where the limiter does (about 146 years of credit).
+        let capacity = (u128::from(interval) * u128::from(q.burst_size().get()))
+            .min(u128::from(u64::MAX / 4)) as u64;
         Self {
             interval,
             capacity,
@@ -43,9 +45,24 @@ impl Bucket {
 }
 
 fn quota() -> impl Strategy<Value = Quota> {
-    (1u32..2_000, 1u32..50).prop_map(|(rate, burst)| {
-        Quota::per_second(NonZeroU32::new(rate).unwrap()).burst(NonZeroU32::new(burst).unwrap())
-    })
+    let nz = |n: u32| NonZeroU32::new(n).unwrap();
+    prop_oneof![
+        (1u32..2_000, 1u32..50)
+            .prop_map(move |(rate, burst)| Quota::per_second(nz(rate)).burst(nz(burst))),
+        // Fractional rates (1 per 3 s, 7 per 10 s) that no whole number of
+        // nanoseconds divides evenly.
+        (1u32..10, 1u64..10, 1u32..5).prop_map(move |(n, secs, burst)| {
+            Quota::new(nz(n), Duration::from_secs(secs))
+                .unwrap()
+                .burst(nz(burst))
+        }),
+        // Bursts far beyond what the arrivals use, up to u32::MAX.
+        (
+            1u32..2_000,
+            prop_oneof![1_000_000u32..=u32::MAX, Just(u32::MAX)]
+        )
+            .prop_map(move |(rate, burst)| Quota::per_second(nz(rate)).burst(nz(burst))),
+    ]
 }
 
 /// Arrival times: non-decreasing, with gaps from none to a few seconds.
@@ -166,6 +183,36 @@ proptest! {
             prop_assert!(bounded.len() <= max_keys, "{} keys > {max_keys}", bounded.len());
         }
         prop_assert_eq!(exact.snapshot().forced_evictions, 0);
+    }
+}
+
+/// An hour of requests every millisecond: exactly `burst + elapsed /
+/// interval` admitted, for rates that divide a second evenly and for those
+/// that do not (no drift either way); and a burst of `u32::MAX` far in the
+/// future neither overflows nor refuses.
+#[test]
+fn long_runs_neither_drift_nor_overflow() {
+    let nz = |n: u32| NonZeroU32::new(n).unwrap();
+    const MS: u64 = 1_000_000;
+    const HOUR: u64 = 3_600_000 * MS;
+    for q in [
+        Quota::new(nz(1), Duration::from_secs(3)).unwrap(),
+        Quota::per_second(nz(3)),
+        Quota::per_second(nz(7)).burst(nz(2)),
+        Quota::new(nz(7), Duration::from_secs(10)).unwrap(),
+    ] {
+        let limiter = RateLimiter::new(q);
+        let admitted = (0..=HOUR / MS)
+            .filter(|i| limiter.check_at(i * MS).is_ok())
+            .count() as u64;
+        let expected = u64::from(q.burst_size().get()) + HOUR / q.interval_nanos();
+        assert_eq!(admitted, expected, "{q:?}");
+    }
+    let limiter = RateLimiter::new(Quota::per_hour(nz(1)).burst(nz(u32::MAX)));
+    for now in [0, HOUR, u64::MAX / 8] {
+        for _ in 0..1_000 {
+            assert!(limiter.check_at(now).is_ok());
+        }
     }
 }
 

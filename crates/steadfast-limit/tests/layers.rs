@@ -311,6 +311,249 @@ async fn a_cancelled_paced_request_gives_its_slot_back() {
     assert_eq!(t0.elapsed(), Duration::from_secs(1));
 }
 
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Sends `n` concurrent requests to `uri`, in order, and waits for all.
+async fn send_together<T>(client: &T, uri: &'static str, n: usize) -> Vec<Result<(), String>>
+where
+    T: Transport<String> + Clone + Send + Sync + 'static,
+    T::Error: std::fmt::Debug + Send,
+{
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let c = client.clone();
+        tasks.push(tokio::spawn(async move {
+            c.send(get(uri))
+                .await
+                .map(drop)
+                .map_err(|e| format!("{e:?}"))
+        }));
+        tokio::task::yield_now().await; // each reserves before the next
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    results
+}
+
+fn sent_at(mock: &MockTransport, t0: Instant) -> Vec<u128> {
+    mock.calls()
+        .iter()
+        .map(|c| (c.at - t0).as_millis())
+        .collect()
+}
+
+/// The server paces one per second; mid-run, a 429 with `Retry-After: 3`.
+/// The requests holding slots are spread again after the pause, one per
+/// second, instead of all going when it ends.
+#[tokio::test(start_paused = true)]
+async fn a_pause_keeps_the_pace_of_the_requests_it_held() {
+    let mock = MockTransport::new();
+    let paced = || {
+        Reply::status(200)
+            .header("ratelimit", r#""a";r=5;t=5"#)
+            .delay(ms(10))
+    };
+    mock.on(Route::any())
+        .reply_once(paced())
+        .reply_once(Reply::status(429).header("retry-after", "3").delay(ms(10)))
+        .reply(paced());
+    let client = mock.clone().with(PacingLayer::new(PacingConfig::default()));
+    let t0 = Instant::now();
+    client.send(get("https://api.test/")).await.unwrap(); // one per second from now
+    let results = send_together(&client, "https://api.test/", 5).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    // The 429 (sent at 10) pauses until 3 020: then one per second.
+    assert_eq!(sent_at(&mock, t0), [0, 10, 3020, 4020, 5020, 6020]);
+}
+
+/// A pause with no pace known: one request (the probe) goes when it ends;
+/// the others wait for its answer and follow the pace it brings.
+#[tokio::test(start_paused = true)]
+async fn after_a_pause_with_no_pace_known_one_probe_goes_first() {
+    let mock = MockTransport::new();
+    mock.on(Route::any())
+        .reply_once(Reply::status(429).header("retry-after", "2"))
+        .reply(
+            Reply::status(200)
+                .header("ratelimit", r#""a";r=4;t=2"#)
+                .delay(ms(50)),
+        );
+    let layer = PacingLayer::new(PacingConfig::default());
+    let client = mock.clone().with(layer.clone());
+    let t0 = Instant::now();
+    client.send(get("https://api.test/")).await.unwrap();
+    let results = send_together(&client, "https://api.test/", 5).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    // The probe at 2 000, its answer at 2 050: 4 left in 2 s, one per 500 ms.
+    assert_eq!(sent_at(&mock, t0), [0, 2000, 2050, 2550, 3050, 3550]);
+}
+
+/// The probe's answer says nothing about a pace: the held requests go when
+/// it arrives. A probe with no answer holds them `probe_timeout` at most,
+/// and a deadline inside that hold fails the request.
+#[tokio::test(start_paused = true)]
+async fn the_probes_answer_or_its_timeout_releases_the_others() {
+    for (probe_delay, released_at) in [(50, 2050), (5_000, 3000)] {
+        let mock = MockTransport::new();
+        mock.on(Route::any())
+            .reply_once(Reply::status(429).header("retry-after", "2"))
+            .reply_once(Reply::status(200).delay(ms(probe_delay)))
+            .reply(Reply::status(200));
+        let client = mock.clone().with(PacingLayer::new(PacingConfig::default()));
+        let t0 = Instant::now();
+        client.send(get("https://api.test/")).await.unwrap();
+        let late = tokio::spawn({
+            let c = client.clone();
+            async move {
+                tokio::time::sleep(ms(1)).await; // after the probe
+                let err = c
+                    .send(with_deadline(get("https://api.test/"), ms(2_499)))
+                    .await;
+                (err.map(drop), t0.elapsed())
+            }
+        });
+        let results = send_together(&client, "https://api.test/", 4).await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(
+            sent_at(&mock, t0)[..5],
+            [0, 2000, released_at, released_at, released_at]
+        );
+        let (result, at) = late.await.unwrap();
+        if probe_delay < 500 {
+            assert!(result.is_ok());
+            assert_eq!(at, ms(2050));
+        } else {
+            let err = result.unwrap_err();
+            let refused = err.rate_limited().expect("held by pacing");
+            assert_eq!(refused.cause(), LimitCause::ServerPause);
+            assert_eq!(at, ms(2500));
+        }
+    }
+}
+
+/// What a server's `RateLimit` `t` (and `X-RateLimit-Reset`) means.
+#[derive(Clone, Copy, Debug)]
+enum ResetMeaning {
+    /// Until the whole burst has refilled (drafts before -10).
+    UntilFull,
+    /// Until one more request's worth of quota is available (draft -10 on).
+    NextQuota,
+}
+
+/// Requests (allowed, refused) by a [`gcra_server`].
+type Counts = Arc<std::sync::Mutex<(u64, u64)>>;
+
+/// A server-side GCRA (`rate` per second, `burst`) in the style of the
+/// FaultServer's `/limited`: whole seconds rounded up, at least 1; 429 with
+/// `Retry-After` when over. 5 ms per response.
+fn gcra_server(
+    rate: u64,
+    burst: u64,
+    meaning: ResetMeaning,
+) -> (
+    impl Transport<String, Body = String, Error = std::io::Error>,
+    Counts,
+) {
+    const SEC: u64 = 1_000_000_000;
+    let ceil_secs = |n: u64| n.div_ceil(SEC).max(1);
+    let interval = SEC / rate;
+    let tolerance = interval * burst;
+    let t0 = Instant::now();
+    let tat = Arc::new(std::sync::Mutex::new(0u64));
+    let counts = Arc::new(std::sync::Mutex::new((0, 0)));
+    let tally = counts.clone();
+    let server = transport_fn(move |_req: Request<String>| {
+        let (tat, counts) = (tat.clone(), counts.clone());
+        async move {
+            let now = u64::try_from(t0.elapsed().as_nanos()).unwrap();
+            // Decided before the response time; no lock held across it.
+            let res = {
+                let mut tat = tat.lock().unwrap();
+                let start = (*tat).max(now);
+                let debt = start + interval - now;
+                let mut res = Response::builder();
+                if debt > tolerance {
+                    let retry = ceil_secs(debt - tolerance);
+                    let t = match meaning {
+                        ResetMeaning::UntilFull => ceil_secs(start - now),
+                        ResetMeaning::NextQuota => retry,
+                    };
+                    counts.lock().unwrap().1 += 1;
+                    res = res
+                        .status(429)
+                        .header("retry-after", retry)
+                        .header("ratelimit", format!("\"default\";r=0;t={t}"));
+                } else {
+                    *tat = start + interval;
+                    let unused = tolerance - debt;
+                    let t = match meaning {
+                        ResetMeaning::UntilFull => ceil_secs(debt),
+                        ResetMeaning::NextQuota => ceil_secs(interval - unused % interval),
+                    };
+                    counts.lock().unwrap().0 += 1;
+                    res = res.status(200).header(
+                        "ratelimit",
+                        format!("\"default\";r={};t={t}", unused / interval),
+                    );
+                }
+                res
+            };
+            tokio::time::sleep(ms(5)).await;
+            Ok(res.body(String::new()).unwrap())
+        }
+    });
+    (server, tally)
+}
+
+/// Pacing alone, against a server whose burst is one or three seconds of
+/// its rate, under either meaning of `t`: nearly every request passes on
+/// the first try, and the client still gets most of the server's rate.
+/// (With a burst of one second both meanings say `t=1` on every success,
+/// as the FaultServer test in `limited_server.rs` has it. Whole seconds
+/// cost some rate: `r` counts the requests left after this one, so the
+/// pace tops out at `(burst - 1) / 1 s`, 95 % of a rate of 20.)
+#[tokio::test(start_paused = true)]
+async fn pacing_follows_a_gcra_server_under_either_meaning_of_its_reset() {
+    const RATE: u64 = 20;
+    const RUN_FOR: Duration = Duration::from_secs(30);
+    for burst in [RATE, 3 * RATE] {
+        for meaning in [ResetMeaning::UntilFull, ResetMeaning::NextQuota] {
+            let (server, counts) = gcra_server(RATE, burst, meaning);
+            let client = server.with(PacingLayer::new(PacingConfig::default()));
+            let t0 = Instant::now();
+            let workers: Vec<_> = (0..4)
+                .map(|_| {
+                    let c = client.clone();
+                    tokio::spawn(async move {
+                        while t0.elapsed() < RUN_FOR {
+                            let res = c.send(get("https://api.test/")).await.unwrap();
+                            if let Some(wait) = res.headers().get("retry-after") {
+                                let secs: u64 = wait.to_str().unwrap().parse().unwrap();
+                                tokio::time::sleep(Duration::from_secs(secs)).await;
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for w in workers {
+                w.await.unwrap();
+            }
+            let (allowed, refused) = *counts.lock().unwrap();
+            let rate = allowed as f64 / t0.elapsed().as_secs_f64();
+            let case = format!(
+                "burst {burst}, {meaning:?}: {allowed} allowed, {refused} refused, {rate:.1}/s"
+            );
+            println!("{case}");
+            assert!(refused * 20 <= allowed, "{case}");
+            assert!(rate >= 0.9 * RATE as f64, "{case}");
+        }
+    }
+}
+
 /// A server that takes `capacity` requests at once: within it, 20 ms per
 /// request; beyond it, an immediate 429.
 fn server_with_capacity(

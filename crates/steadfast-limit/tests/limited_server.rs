@@ -24,7 +24,11 @@ use tokio::time::Instant;
 
 /// The server's rate (requests per second) and burst. A burst of one
 /// second's worth makes the policy's window exactly one second, so the
-/// server's whole-second `RateLimit` fields describe its rate exactly.
+/// server's whole-second `RateLimit` fields describe its rate exactly, and
+/// the same whether its `t` means the time until the burst has refilled or
+/// until the next request's worth of quota (draft -10 on): `t=1` on every
+/// success either way, and a `429` pauses for its `Retry-After`.
+/// `tests/layers.rs` covers both meanings with a longer burst.
 const RATE: f64 = 20.0;
 const BURST: u32 = 20;
 const WORKERS: usize = 4;

@@ -150,14 +150,23 @@ where
         let (old, new) = {
             let mut algorithm = s.algorithm.lock().unwrap_or_else(PoisonError::into_inner);
             let old = algorithm.limit();
-            (old, algorithm.on_sample(sample))
+            let new = algorithm.on_sample(sample);
+            // Resized under the same lock: two responses' limits reach the
+            // bulkhead in the order the algorithm decided them.
+            if new != old {
+                s.bulkhead.set_limit(new);
+            }
+            (old, new)
         };
+        #[cfg(test)]
+        if let Some(hook) = tests::AFTER_DECISION.take() {
+            hook();
+        }
         s.samples.fetch_add(1, Ordering::Relaxed);
         if signal == Signal::Overload {
             s.overloads.fetch_add(1, Ordering::Relaxed);
         }
         if new != old {
-            s.bulkhead.set_limit(new);
             tracing::debug!(
                 policy.name = %s.bulkhead.name(),
                 limit.old = old,
@@ -256,5 +265,69 @@ impl<T, A, C> Layer<T> for AdaptiveLayer<A, C> {
             inner,
             shared: self.shared.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use http::{Request, Response};
+    use steadfast_core::{TransportExt, transport_fn};
+
+    use super::*;
+    use crate::ConcurrencyConfig;
+
+    type Hook = Box<dyn FnOnce() + 'static>;
+
+    thread_local! {
+        /// Runs once on this thread right after the algorithm has decided
+        /// (and the lock around it is released), to line up a race.
+        pub(super) static AFTER_DECISION: RefCell<Option<Hook>> =
+            const { RefCell::new(None) };
+    }
+
+    /// Says 5, then the limits of its script, one per sample.
+    struct Script(Vec<usize>, usize);
+
+    impl LimitAlgorithm for Script {
+        fn limit(&self) -> usize {
+            self.1
+        }
+        fn on_sample(&mut self, _: Sample) -> usize {
+            self.1 = self.0.remove(0);
+            self.1
+        }
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_bulkhead_takes_the_limits_in_the_order_they_were_decided() {
+        let config = ConcurrencyConfig::builder().build().unwrap();
+        let layer = AdaptiveLayer::with_config(Script(vec![10, 20], 5), config, OverloadClassifier);
+        let client =
+            transport_fn(|_req: Request<()>| async { Ok::<_, std::io::Error>(Response::new(())) })
+                .with(layer.clone());
+        // Request A gets the first decision (10); before A's thread does
+        // anything else, request B runs start to finish on another (20).
+        let b = client.clone();
+        AFTER_DECISION.set(Some(Box::new(move || {
+            std::thread::spawn(move || runtime().block_on(b.send(Request::new(()))).map(drop))
+                .join()
+                .unwrap()
+                .unwrap();
+        })));
+        drop(runtime().block_on(client.send(Request::new(()))).unwrap());
+        assert_eq!(
+            layer.snapshot().limit,
+            20,
+            "an older decision overwrote a newer one"
+        );
     }
 }

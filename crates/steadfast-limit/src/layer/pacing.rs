@@ -1,8 +1,11 @@
 //! [`Pacing`]: server-driven pacing on every response.
 
 use std::fmt;
+use std::future::{Future, poll_fn};
 use std::hash::Hash;
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use http::{Request, Response};
@@ -22,7 +25,9 @@ use crate::{ByHost, HostKey, KeyFn, Pacer, PacingConfig};
 /// server allows. Waits are bounded by the request's [`Deadline`]: a request
 /// whose slot comes after it fails at once with [`LimitError::RateLimited`].
 /// A request cancelled while waiting gives its slot back when it was the
-/// last one handed out.
+/// last one handed out. When a pause comes in, the requests already
+/// holding slots reserve again after it, and with no pace known one probe
+/// goes first (see [`crate::pacing`]).
 pub struct Pacing<T, K = HostKey, F = ByHost> {
     inner: T,
     pacer: Arc<Pacer<K>>,
@@ -75,6 +80,16 @@ impl<K: Hash + Eq + Clone> Drop for SlotGuard<'_, K> {
     }
 }
 
+/// How waiting for a slot ended.
+enum Held {
+    /// The slot came and still stands: go.
+    Go,
+    /// A pause or a probe's answer came in meanwhile: reserve again.
+    Void,
+    /// Still held behind a probe at the request's deadline, at this time.
+    Deadline(u64),
+}
+
 async fn wait_turn<K: Hash + Eq + Clone + Sync>(
     pacer: &Pacer<K>,
     key: &K,
@@ -88,15 +103,24 @@ async fn wait_turn<K: Hash + Eq + Clone + Sync>(
             Duration::from_nanos(wait),
         )
     };
-    let now = pacer.nanos_since_epoch(Instant::now());
-    let slot = pacer
-        .reserve_at(key, now, limit)
-        .map_err(|s| refuse(s.cause(), s.start() - now))?;
-    if slot.start() > now {
+    let mut first = true;
+    loop {
+        let now = pacer.nanos_since_epoch(Instant::now());
+        let reserved = if first {
+            pacer.reserve_at(key, now, limit)
+        } else {
+            pacer.reserve_again_at(key, now, limit)
+        };
+        first = false;
+        let slot = reserved.map_err(|s| refuse(s.cause(), s.start() - now))?;
+        if slot.start() <= now {
+            return Ok(());
+        }
         tracing::debug!(
             policy.name = %pacer.config().name,
             limit.cause = ?slot.cause(),
             limit.wait_ms = Duration::from_nanos(slot.start() - now).as_millis() as u64,
+            limit.behind_probe = slot.held(),
             "pacing: holding the request for its slot"
         );
         let mut guard = SlotGuard {
@@ -104,19 +128,64 @@ async fn wait_turn<K: Hash + Eq + Clone + Sync>(
             key,
             slot: Some(slot),
         };
-        tokio::time::sleep_until(pacer.instant(slot.start())).await;
-        guard.slot = None;
-    }
-    // A pause may have come in (another response) while this one waited.
-    loop {
-        let now = pacer.nanos_since_epoch(Instant::now());
-        let Some(pause) = pacer.paused_for_at(key, now) else {
-            return Ok(());
-        };
-        if limit.is_some_and(|l| now + pause >= l) {
-            return Err(refuse(Some(LimitCause::ServerPause), pause));
+        match hold(pacer, key, &slot, limit).await {
+            Held::Go => {
+                guard.slot = None;
+                return Ok(());
+            }
+            // The guard gives nothing back: a voided slot is no one's.
+            Held::Void => {}
+            Held::Deadline(now) => {
+                return Err(refuse(Some(LimitCause::ServerPause), slot.start() - now));
+            }
         }
-        tokio::time::sleep(Duration::from_nanos(pause)).await;
+    }
+}
+
+/// Waits for `slot`: until it starts, or, behind a probe, until the pacer
+/// has news; with no lost wake-up, since the news is enabled before the
+/// slot is checked.
+async fn hold<K: Hash + Eq + Clone + Sync>(
+    pacer: &Pacer<K>,
+    key: &K,
+    slot: &Slot,
+    limit: Option<u64>,
+) -> Held {
+    loop {
+        if slot.held() {
+            let mut news = pin!(pacer.news());
+            news.as_mut().enable();
+            let now = pacer.nanos_since_epoch(Instant::now());
+            if !pacer.is_current_at(key, slot, now) {
+                pacer.unwait(slot, now);
+                return Held::Void;
+            }
+            let until = limit.map_or(slot.start(), |l| l.min(slot.start()));
+            let mut sleep = pin!(tokio::time::sleep_until(pacer.instant(until)));
+            poll_fn(|cx| {
+                if news.as_mut().poll(cx).is_ready() || sleep.as_mut().poll(cx).is_ready() {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
+        } else {
+            tokio::time::sleep_until(pacer.instant(slot.start())).await;
+        }
+        let now = pacer.nanos_since_epoch(Instant::now());
+        if !pacer.is_current_at(key, slot, now) {
+            pacer.unwait(slot, now);
+            return Held::Void;
+        }
+        if now >= slot.start() {
+            return Held::Go;
+        }
+        // Woken early behind a probe, by another key's news or the deadline.
+        if limit.is_some_and(|l| now >= l) {
+            pacer.unwait(slot, now);
+            return Held::Deadline(now);
+        }
     }
 }
 
