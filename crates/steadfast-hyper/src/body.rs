@@ -71,12 +71,14 @@ impl Limits {
 /// The body of a response from [`crate::HyperTransport`].
 ///
 /// Streams frame by frame as [`http_body::Body`] (use
-/// `http_body_util::BodyExt` to collect or stream it). While it waits for
-/// the next frame, the read timeout runs (cut short by the request's
-/// [`steadfast_core::Deadline`]); the time the caller takes between polls
-/// does not count. With `max_body` set, it fails with
-/// `ErrorKind::BodyTooLarge` as soon as the limit is passed, or at once
-/// when `Content-Length` announces more.
+/// `http_body_util::BodyExt` to collect or stream it). The read timeout
+/// (cut short by the request's [`steadfast_core::Deadline`]) runs from the
+/// first poll that finds no frame ready until a frame arrives: a caller
+/// that takes its time between frames starts no wait, and nothing fires
+/// while it is not polling. The timer is dropped with the body.
+///
+/// With `max_body` set, it fails with `ErrorKind::BodyTooLarge` as soon as
+/// the limit is passed, or at once when `Content-Length` announces more.
 ///
 /// The connection is released to the pool observer when the body ends,
 /// fails, or is dropped.

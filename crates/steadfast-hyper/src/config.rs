@@ -236,11 +236,14 @@ impl Builder {
         self
     }
 
-    /// Longest wait for the response head, counted from the moment a
-    /// connection takes the request to send it (the wait for a connection
-    /// does not count: the pool and connect timeouts bound that), and then
-    /// for each next body frame. Default [`DEFAULT_READ_TIMEOUT`]. Fails
-    /// with `ErrorKind::Timeout(TimeoutPhase::Read)`.
+    /// Longest the server may stay silent: the wait for the response head,
+    /// counted from the request's last progress (a connection took it, or
+    /// took a frame of its streaming body), and then for each next response
+    /// body frame. The wait for a connection does not count (the pool and
+    /// connect timeouts bound that), nor does the time the caller's own
+    /// request body takes to produce a frame. Default
+    /// [`DEFAULT_READ_TIMEOUT`]. Fails with
+    /// `ErrorKind::Timeout(TimeoutPhase::Read)`.
     pub fn read_timeout(mut self, timeout: Duration) -> Self {
         self.config.read_timeout = timeout;
         self

@@ -43,10 +43,14 @@ impl Stats {
 
 /// Everything kept per pool key (`scheme://host:port`).
 pub(crate) struct HostState {
-    /// The pool key, for messages and observers.
+    /// `scheme://host[:port]`, for messages, tracing and observers. Any
+    /// userinfo of the URI is left out: it would put credentials in logs.
     pub(crate) key: Box<str>,
-    /// `host:port`, for `ConnectError`.
-    pub(crate) authority: Box<str>,
+    /// `host[:port]`, for `ConnectError`; no userinfo either.
+    pub(crate) server: Box<str>,
+    /// The authority as the pool keys it (lowercase, userinfo included, as
+    /// hyper-util's pool does), so the cap and the pool agree on a host.
+    authority: Box<str>,
     /// One permit per open connection.
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) max: usize,
@@ -81,6 +85,14 @@ impl HostState {
     pub(crate) fn permits_in_use(&self) -> usize {
         self.max - self.slots.available_permits()
     }
+}
+
+/// `authority` without its `userinfo@`, if any: what error messages and
+/// logs may show.
+pub(crate) fn without_userinfo(authority: &str) -> &str {
+    authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, server)| server)
 }
 
 /// Passes a precomputed hash through: the map's keys are already FNV
@@ -186,11 +198,13 @@ impl Hosts {
             return h.clone();
         }
         let auth = given.to_ascii_lowercase();
+        let server = without_userinfo(&auth);
         let scheme = if https { "https" } else { "http" };
-        let key = format!("{scheme}://{auth}");
+        let key = format!("{scheme}://{server}");
         let observer = self.observer.as_ref().map(|o| o.host(&key));
         let host = Arc::new(HostState {
             key: key.into(),
+            server: server.into(),
             authority: auth.into(),
             slots: Arc::new(Semaphore::new(self.max)),
             max: self.max,
@@ -554,6 +568,18 @@ mod tests {
         let other_port = get("http://api.example.test:8081/");
         assert!(!Arc::ptr_eq(&a, &other_port));
         assert_eq!(hosts.sum(|h| h.max), 12, "three hosts, four slots each");
+        let secret = get("http://user:s3cret@api.example.test:8080/");
+        assert!(
+            !Arc::ptr_eq(&a, &secret),
+            "userinfo is part of hyper-util's pool key, so of ours"
+        );
+        assert_eq!(
+            &*secret.key, "http://api.example.test:8080",
+            "no credentials in logs"
+        );
+        assert_eq!(&*secret.server, "api.example.test:8080");
         assert_eq!(hosts.sum(HostState::permits_in_use), 0);
+        assert_eq!(without_userinfo("a:b@c@host:1"), "host:1");
+        assert_eq!(without_userinfo("host"), "host");
     }
 }

@@ -141,15 +141,17 @@ impl Shared {
         }
     }
 
+    /// The wait for a slot timed out. Counted and logged where a request
+    /// receives it ([`crate::future`]): a connect that hyper-util finishes
+    /// in the background after its request was served (every request
+    /// racing an HTTP/2 connection's ALPN does this) times out for nobody.
     fn pool_timeout(&self, host: &HostState) -> HyperError {
         let open = host.open.load(Ordering::Relaxed);
-        host.stats.pool_timeouts.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(
+        tracing::debug!(
             server.pool = %host.key,
             open,
             max = host.max,
-            timeout_ms = self.pool_acquire_timeout.as_millis() as u64,
-            "pool exhausted: no connection slot became free in time"
+            "no connection slot became free within the pool acquire timeout"
         );
         HyperError::pool_timeout(&host.key, self.pool_acquire_timeout, open, host.max)
     }
@@ -164,7 +166,7 @@ impl Shared {
             } else {
                 ErrorKind::Connect
             };
-            HyperError::connect(kind, &host.key, &host.authority, Box::new(e))
+            HyperError::connect(kind, &host.key, &host.server, Box::new(e))
         })?;
         let tcp = tcp.into_inner();
         if is_https {
@@ -193,7 +195,7 @@ impl Shared {
             Err(e @ TlsFailure::Handshake(_)) => Err(HyperError::connect(
                 ErrorKind::Tls,
                 &host.key,
-                &host.authority,
+                &host.server,
                 Box::new(e),
             )),
         }

@@ -17,7 +17,8 @@ pub enum ErrorKind {
     InvalidRequest,
     /// Resolving the host name failed.
     Dns,
-    /// The TCP connection could not be established.
+    /// The TCP connection could not be established, or it closed before
+    /// it took the request.
     Connect,
     /// The TLS handshake failed.
     Tls,
@@ -148,7 +149,8 @@ impl HyperError {
         self.inner.kind
     }
 
-    /// The pool key of the request: `scheme://host:port`.
+    /// The pool key of the request: `scheme://host:port`, without any
+    /// `user:password@` the URL carried.
     pub fn host(&self) -> &str {
         &self.inner.host
     }
@@ -190,7 +192,8 @@ impl fmt::Display for HyperError {
             ),
             ErrorKind::Connect => write!(
                 f,
-                "could not open a connection to {host}; is the server up and reachable?"
+                "could not open a connection to {host}, or it closed before the request was sent; \
+                 is the server up and reachable?"
             ),
             ErrorKind::Tls => write!(
                 f,
@@ -201,6 +204,19 @@ impl fmt::Display for HyperError {
                 "no connection to {host} became free in time: {open} of {max} allowed connections are open and busy; \
                  raise max_connections_per_host or pool_acquire_timeout, or send fewer requests at once"
             ),
+            ErrorKind::Timeout(TimeoutPhase::Connect) => write!(
+                f,
+                "connect timeout: no connection to {host} (DNS, TCP and TLS) within the connect timeout; \
+                 is the server up and reachable?"
+            ),
+            ErrorKind::Timeout(TimeoutPhase::Read) => write!(
+                f,
+                "read timeout: {host} sent nothing for the whole read timeout; \
+                 the server may be overloaded, or raise read_timeout for slow endpoints"
+            ),
+            ErrorKind::Timeout(TimeoutPhase::Total) => {
+                write!(f, "the request's deadline passed before {host} answered")
+            }
             ErrorKind::Timeout(phase) => write!(f, "{phase} timeout on a request to {host}"),
             ErrorKind::Write => write!(
                 f,
@@ -210,7 +226,11 @@ impl fmt::Display for HyperError {
                 f,
                 "reading the response from {host} failed: the connection broke"
             ),
-            ErrorKind::Protocol => write!(f, "{host} broke the HTTP protocol"),
+            ErrorKind::Protocol => write!(
+                f,
+                "{host} broke the HTTP protocol (unparsable or oversized response head, bad framing); \
+                 is it an HTTP server on that port?"
+            ),
             ErrorKind::BodyTooLarge { limit } => write!(
                 f,
                 "the response body from {host} is larger than the max_body limit of {limit} bytes"
@@ -311,6 +331,11 @@ mod tests {
         );
         assert!(t.may_have_reached_server());
         assert_eq!(t.timeout_phase(), Some(TimeoutPhase::Read));
+        assert_eq!(
+            t.to_string(),
+            "read timeout: http://a:1 sent nothing for the whole read timeout; \
+             the server may be overloaded, or raise read_timeout for slow endpoints"
+        );
 
         let p = HyperError::pool_timeout("http://a:1", Duration::from_secs(5), 8, 8);
         assert_eq!(p.kind(), ErrorKind::PoolTimeout { open: 8, max: 8 });

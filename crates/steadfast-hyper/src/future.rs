@@ -5,10 +5,14 @@
 //! One timer serves the whole wait, armed after the first poll that does
 //! not finish. It first aims at a read timeout counted from `send`, the
 //! earliest the response could be late, and when it fires, moves to where
-//! the read timeout really ends: counted from the moment a connection took
-//! the request (see [`crate::request`]), or, while none has, a full read
-//! timeout later. A response that arrives in time costs one timer
-//! registration, no re-arming and no clock read here.
+//! the read timeout really ends: counted from the request's last progress
+//! (see [`crate::request`]), or, while no connection has the request or
+//! the caller's body has no frame ready, a full read timeout later. A
+//! response that arrives in time costs one timer registration, no
+//! re-arming and no clock read here.
+//!
+//! On a timeout the request is dropped before `may_have_reached_server`
+//! is decided: only then is "its body was never looked at" final.
 //!
 //! With a pool observer, the exact moment the pool hands the request a
 //! connection comes from hyper-util's `capture_connection`, which it fills
@@ -20,7 +24,9 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::Response;
 use hyper::body::Incoming;
@@ -33,7 +39,7 @@ use tokio::time::{Instant, Sleep};
 use crate::body::{Held, HyperBody};
 use crate::conn::{ConnectionInfo, HostState};
 use crate::error::{ErrorKind, HyperError, find_in_chain};
-use crate::request::InFlight;
+use crate::request::{InFlight, Progress};
 use crate::transport::failed_in_flight;
 
 pin_project! {
@@ -163,12 +169,28 @@ impl Active {
             Some(h) => Some(h.conn.clone()),
             None => connection_info(e.connect_info()).map(|c| c.0),
         };
-        if let Some(conn) = conn {
-            return failed_in_flight(self.host(), Some(&conn), Box::new(e));
-        }
-        let err = failed_before_assignment(self.host(), e);
+        let err = match conn {
+            // hyper-util has finished: it dropped the request unless the
+            // connection still holds it.
+            Some(conn) if self.in_flight.may_have_reached_server() => {
+                failed_in_flight(self.host(), Some(&conn), Box::new(e))
+            }
+            Some(_) => failed_unsent(self.host(), e),
+            None => failed_before_assignment(self.host(), e),
+        };
+        // Reported already if the capture showed the assignment.
         let result = match err.kind() {
-            ErrorKind::PoolTimeout { .. } => Acquired::TimedOut,
+            ErrorKind::PoolTimeout { open, max } => {
+                let host = self.host();
+                host.stats.pool_timeouts.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    server.pool = %host.key,
+                    open,
+                    max,
+                    "pool exhausted: no connection slot became free in time"
+                );
+                Acquired::TimedOut
+            }
             _ => Acquired::Failed,
         };
         self.finish_acquire(Instant::now(), result);
@@ -192,38 +214,34 @@ impl Active {
         Err(unassigned_response(self.host()))
     }
 
-    /// When the timer goes off: a timeout, or where to aim the timer next.
-    fn on_timer(&mut self, now: Instant) -> Result<Instant, HyperError> {
+    /// When the timer goes off: where to aim it next, or the phase that
+    /// timed out and its limit.
+    fn on_timer(&self, now: Instant) -> Result<Instant, (TimeoutPhase, Duration)> {
         let deadline = self.deadline;
         if let Some(d) = deadline
             && d <= now
         {
             let limit = d.saturating_duration_since(self.in_flight.created);
-            return Err(self.timed_out(TimeoutPhase::Total, limit));
+            return Err((TimeoutPhase::Total, limit));
         }
         let read_timeout = self.host().read_timeout;
-        let read_ends = match self.in_flight.sent_at() {
-            Some(sent) => {
-                let at = Deadline::after_from(sent, read_timeout).instant();
+        let read_ends = match self.in_flight.progress() {
+            Progress::At(last) => {
+                let at = Deadline::after_from(last, read_timeout).instant();
                 if at <= now {
-                    return Err(self.timed_out(TimeoutPhase::Read, read_timeout));
+                    return Err((TimeoutPhase::Read, read_timeout));
                 }
                 at
             }
             // Still waiting for a connection, which the pool and connect
-            // timeouts bound; the read timeout ends a full one after the
-            // request is sent, so no earlier than this.
-            None => Deadline::after_from(now, read_timeout).instant(),
+            // timeouts bound, or for the caller's own body: the read
+            // timeout ends a full one after the request moves again, so
+            // no earlier than this.
+            Progress::Unsent | Progress::CallerPending => {
+                Deadline::after_from(now, read_timeout).instant()
+            }
         };
         Ok(deadline.map_or(read_ends, |d| d.min(read_ends)))
-    }
-
-    fn timed_out(&mut self, phase: TimeoutPhase, limit: std::time::Duration) -> HyperError {
-        if self.observed.is_some() {
-            self.finish_acquire(Instant::now(), Acquired::TimedOut);
-        }
-        let reached = self.in_flight.sent();
-        HyperError::timeout(phase, &self.host().key, limit, reached)
     }
 }
 
@@ -317,7 +335,21 @@ impl Future for ResponseFuture {
                     }
                     match active.on_timer(Instant::now()) {
                         Ok(at) => this.timer.as_mut().arm(at),
-                        Err(err) => break Err(err),
+                        Err((phase, limit)) => {
+                            if active.observed.is_some() {
+                                active.finish_acquire(Instant::now(), Acquired::TimedOut);
+                            }
+                            let in_flight = active.in_flight.clone();
+                            // Drop the request first: only then does "never
+                            // sent" settle (a connection looking at the body
+                            // right now would otherwise race the answer).
+                            *this.state = State::Done;
+                            let reached = in_flight.may_have_reached_server();
+                            let key = &in_flight.host.key;
+                            return Poll::Ready(Err(HyperError::timeout(
+                                phase, key, limit, reached,
+                            )));
+                        }
                     }
                 }
             }
@@ -355,7 +387,10 @@ fn unassigned_response(host: &HostState) -> HyperError {
     )
 }
 
-/// A failure before any connection was assigned: the request never left.
+/// A failure with no connection assigned: our connector's error, or
+/// hyper-util refusing the request. Either way the request never left:
+/// hyper-util names the connection in every error that follows a handoff,
+/// and an earlier attempt it retries was handed back unsent.
 fn failed_before_assignment(
     host: &HostState,
     err: hyper_util::client::legacy::Error,
@@ -364,12 +399,26 @@ fn failed_before_assignment(
         return ours.clone();
     }
     if err.is_connect() {
-        HyperError::connect(
-            ErrorKind::Connect,
+        HyperError::connect(ErrorKind::Connect, &host.key, &host.server, Box::new(err))
+    } else {
+        HyperError::new(
+            ErrorKind::InvalidRequest,
             &host.key,
-            &host.authority,
-            Box::new(err),
+            false,
+            Some(Box::new(err)),
         )
+    }
+}
+
+/// A connection was assigned, but the request was dropped before it looked
+/// at it: the connection closed before it could carry the request (hyper
+/// hands the request back, and hyper-util gives up when the connection was
+/// fresh), or hyper-util refused the request for this connection (an
+/// `HTTP/2` request on an HTTP/1 connection).
+fn failed_unsent(host: &HostState, err: hyper_util::client::legacy::Error) -> HyperError {
+    if find_in_chain::<hyper::Error>(&err).is_some() {
+        // As good as a refused connection: a retry cannot repeat anything.
+        HyperError::connect(ErrorKind::Connect, &host.key, &host.server, Box::new(err))
     } else {
         HyperError::new(
             ErrorKind::InvalidRequest,

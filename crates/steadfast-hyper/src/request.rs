@@ -1,20 +1,27 @@
 //! The request body as hyper holds it, and what it tells the request's
-//! future: the moment a connection takes the request to send it.
+//! future: when a connection takes the request, how the upload is going,
+//! and whether the request certainly never left.
 //!
 //! hyper must decide how to frame a request (`Content-Length`, chunked, or
 //! no body) before it writes the first byte of its head, and it can only
 //! learn that from the body: `is_end_stream`, `size_hint` or `poll_frame`.
 //! So the first call to any of them is the moment the request leaves the
 //! pool's hands for a connection's — on HTTP/1 and HTTP/2 alike. That
-//! moment starts the read timeout, ends the request's wait for a
-//! connection, and decides whether a failure may have reached the server.
-//! Noticing it costs one clock read on the connection's task and one
-//! allocation per request, where hyper-util's `capture_connection` costs a
-//! watch channel, an extension map and a clone of the connection metadata.
+//! moment ends the request's wait for a connection and starts the read
+//! timeout. A body dropped before anything looked at it was never sent:
+//! that, and only that, makes a failure certainly harmless to repeat.
+//!
+//! While the body streams, each frame hyper takes moves the start of the
+//! read timeout forward: the timeout measures the server's silence, and a
+//! server still taking the upload is not silent. While the caller's own
+//! body has no frame ready, the read timeout waits for it too: that time
+//! is the caller's. Noticing all this costs a clock read per body frame on
+//! the connection's task, and no allocation beyond the one [`InFlight`].
 
+use std::cell::Cell;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -35,16 +42,34 @@ const SENT: u8 = 2;
 /// Finished or dropped before any connection took it.
 const GONE: u8 = 3;
 
+/// In [`InFlight::progress`]: the caller's body has no frame ready.
+const CALLER_PENDING: u64 = 1 << 63;
+
+/// Where the request stands, as far as the read timeout cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Progress {
+    /// No connection took the request yet.
+    Unsent,
+    /// The caller's body has no next frame ready: the wait is the caller's.
+    CallerPending,
+    /// The request last made progress then: a connection took it, or took
+    /// a frame of its body.
+    At(Instant),
+}
+
 /// What a request's future and its body (inside hyper) share.
 #[derive(Debug)]
 pub(crate) struct InFlight {
     pub(crate) host: Arc<HostState>,
-    /// When the request was handed to hyper-util; `sent` counts from here.
+    /// When the request was handed to hyper-util; `progress` counts from here.
     pub(crate) created: Instant,
     state: AtomicU8,
-    /// Nanoseconds from `created` to the moment a connection took the
-    /// request, plus one; zero until then.
-    sent: AtomicU64,
+    /// Nanoseconds from `created` to the request's last progress, plus
+    /// one, with [`CALLER_PENDING`] set while the caller's body has no
+    /// frame ready; zero until a connection takes the request.
+    progress: AtomicU64,
+    /// The body was dropped before any connection looked at it.
+    never_sent: AtomicBool,
 }
 
 impl InFlight {
@@ -53,7 +78,8 @@ impl InFlight {
             host,
             created,
             state: AtomicU8::new(IDLE),
-            sent: AtomicU64::new(0),
+            progress: AtomicU64::new(0),
+            never_sent: AtomicBool::new(false),
         })
     }
 
@@ -75,32 +101,43 @@ impl InFlight {
         }
     }
 
-    /// When a connection took the request to send it, if one did.
-    pub(crate) fn sent_at(&self) -> Option<Instant> {
-        match self.sent.load(Ordering::Acquire) {
-            0 => None,
-            n => Some(self.created + Duration::from_nanos(n - 1)),
+    /// Where the request stands for the read timeout.
+    pub(crate) fn progress(&self) -> Progress {
+        match self.progress.load(Ordering::Acquire) {
+            0 => Progress::Unsent,
+            n if n & CALLER_PENDING != 0 => Progress::CallerPending,
+            n => Progress::At(self.created + Duration::from_nanos(n - 1)),
         }
     }
 
-    /// `true` once a connection took the request: from then on it may have
-    /// reached the server.
-    pub(crate) fn sent(&self) -> bool {
-        self.sent.load(Ordering::Acquire) != 0
+    /// `false` only if the request certainly never reached the server: its
+    /// body was dropped before any connection looked at it. Read it after
+    /// dropping hyper-util's response future, which drops the request if
+    /// no connection has it: a request still alive might yet be sent.
+    pub(crate) fn may_have_reached_server(&self) -> bool {
+        !self.never_sent.load(Ordering::Acquire)
+    }
+
+    /// Stamps the request's progress now.
+    fn stamp(&self, caller_pending: bool) {
+        let nanos = Instant::now()
+            .saturating_duration_since(self.created)
+            .as_nanos();
+        let mut stamp = u64::try_from(nanos)
+            .unwrap_or(u64::MAX)
+            .min(CALLER_PENDING - 2)
+            + 1;
+        if caller_pending {
+            stamp |= CALLER_PENDING;
+        }
+        self.progress.store(stamp, Ordering::Release);
     }
 
     /// Called through the body by hyper's connection task, first thing
     /// before it writes the request.
     fn mark_sent(&self) {
-        if self.state.load(Ordering::Acquire) != WAITING {
-            return;
-        }
-        let nanos = Instant::now()
-            .saturating_duration_since(self.created)
-            .as_nanos();
-        let stamp = u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1;
         // The time first, so that whoever sees `SENT` finds it.
-        self.sent.store(stamp, Ordering::Release);
+        self.stamp(false);
         if self
             .state
             .compare_exchange(WAITING, SENT, Ordering::AcqRel, Ordering::Relaxed)
@@ -112,15 +149,30 @@ impl InFlight {
 }
 
 /// The request body handed to hyper-util: the caller's body, boxed, and
-/// the [`InFlight`] it marks as sent.
+/// the [`InFlight`] it reports to.
 pub(crate) struct RequestBody {
     inner: UnsyncBoxBody<Bytes, BoxError>,
     in_flight: Arc<InFlight>,
+    /// A connection looked at this body. hyper already holds bodies as
+    /// `!Sync` (`UnsyncBoxBody`), so a `Cell` costs nothing here.
+    seen: Cell<bool>,
 }
 
 impl RequestBody {
     pub(crate) fn new(inner: UnsyncBoxBody<Bytes, BoxError>, in_flight: Arc<InFlight>) -> Self {
-        Self { inner, in_flight }
+        Self {
+            inner,
+            in_flight,
+            seen: Cell::new(false),
+        }
+    }
+
+    #[inline]
+    fn look(&self) {
+        if !self.seen.get() {
+            self.seen.set(true);
+            self.in_flight.mark_sent();
+        }
     }
 }
 
@@ -132,31 +184,42 @@ impl Body for RequestBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.in_flight.mark_sent();
-        Pin::new(&mut self.inner).poll_frame(cx)
+        self.look();
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        self.in_flight.stamp(polled.is_pending());
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.in_flight.mark_sent();
+        self.look();
         self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.in_flight.mark_sent();
+        self.look();
         self.inner.size_hint()
+    }
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        if !self.seen.get() {
+            self.in_flight.never_sent.store(true, Ordering::Release);
+        }
     }
 }
 
 impl std::fmt::Debug for RequestBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RequestBody")
-            .field("sent", &self.in_flight.sent())
+            .field("seen", &self.seen.get())
             .finish_non_exhaustive()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::sync::atomic::Ordering;
     use std::time::Duration;
 
@@ -165,62 +228,123 @@ mod tests {
     use http_body_util::{BodyExt, Empty};
     use tokio::time::Instant;
 
-    use super::{InFlight, RequestBody};
+    use super::{InFlight, Progress, RequestBody};
     use crate::config::Config;
-    use crate::conn::Hosts;
+    use crate::conn::{HostState, Hosts};
 
-    fn body(in_flight: &std::sync::Arc<InFlight>) -> RequestBody {
+    fn host() -> Arc<HostState> {
+        let hosts = Hosts::new(None, &Config::default());
+        hosts.get(false, &"example.test".parse().unwrap())
+    }
+
+    fn body(in_flight: &Arc<InFlight>) -> RequestBody {
         let inner = Empty::<Bytes>::new().map_err(Into::into).boxed_unsync();
         RequestBody::new(inner, in_flight.clone())
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_first_look_at_the_body_marks_the_request_sent_once() {
-        let hosts = Hosts::new(None, &Config::default());
-        let host = hosts.get(false, &"example.test".parse().unwrap());
+        let host = host();
         let created = Instant::now();
         let in_flight = InFlight::new(host.clone(), created);
         let body = body(&in_flight);
         in_flight.start_waiting();
         assert_eq!(host.waiting.load(Ordering::Relaxed), 1);
-        assert_eq!(in_flight.sent_at(), None);
+        assert_eq!(in_flight.progress(), Progress::Unsent);
 
         tokio::time::advance(Duration::from_millis(40)).await;
         assert!(body.is_end_stream(), "the caller's body answers as before");
         tokio::time::advance(Duration::from_millis(10)).await;
         let _ = body.size_hint();
         assert_eq!(
-            in_flight.sent_at(),
-            Some(created + Duration::from_millis(40)),
-            "the first call counts"
+            in_flight.progress(),
+            Progress::At(created + Duration::from_millis(40)),
+            "the first look counts, not the later ones"
         );
         assert_eq!(host.waiting.load(Ordering::Relaxed), 0);
         in_flight.stop_waiting();
         assert_eq!(host.waiting.load(Ordering::Relaxed), 0, "not counted twice");
+        drop(body);
+        assert!(in_flight.may_have_reached_server(), "it was looked at");
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_request_that_stops_waiting_unsent_is_never_marked_sent() {
-        let hosts = Hosts::new(None, &Config::default());
-        let host = hosts.get(false, &"example.test".parse().unwrap());
+    async fn a_body_dropped_unseen_was_never_sent() {
+        let host = host();
         let in_flight = InFlight::new(host.clone(), Instant::now());
-        let body = body(&in_flight);
-
+        let unseen = body(&in_flight);
         // Never polled: nothing counted, nothing to undo.
         in_flight.stop_waiting();
         assert_eq!(host.waiting.load(Ordering::Relaxed), 0);
-
-        let in_flight = InFlight::new(host.clone(), Instant::now());
-        let late = super::RequestBody::new(
-            Empty::<Bytes>::new().map_err(Into::into).boxed_unsync(),
-            in_flight.clone(),
+        assert!(
+            in_flight.may_have_reached_server(),
+            "alive: it might yet be sent"
         );
+        drop(unseen);
+        assert!(!in_flight.may_have_reached_server());
+
+        // Given up while waiting, then looked at by a connection that had
+        // already taken it: it may have been sent, and counts once.
+        let in_flight = InFlight::new(host.clone(), Instant::now());
+        let late = body(&in_flight);
         in_flight.start_waiting();
         in_flight.stop_waiting();
         assert_eq!(host.waiting.load(Ordering::Relaxed), 0);
         let _ = late.is_end_stream();
-        assert!(!in_flight.sent(), "given up before any connection took it");
         assert_eq!(host.waiting.load(Ordering::Relaxed), 0);
-        drop(body);
+        drop(late);
+        assert!(in_flight.may_have_reached_server());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_frame_moves_the_progress_and_a_pending_caller_body_pauses_it() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+        let created = Instant::now();
+        let in_flight = InFlight::new(host(), created);
+        in_flight.start_waiting();
+        let mut body = RequestBody::new(
+            Chan(rx).map_err(Into::into).boxed_unsync(),
+            in_flight.clone(),
+        );
+        assert!(!body.is_end_stream());
+        tokio::time::advance(Duration::from_millis(5)).await;
+        tx.send(Bytes::from_static(b"a")).await.unwrap();
+        assert!(body.frame().await.is_some());
+        assert_eq!(
+            in_flight.progress(),
+            Progress::At(created + Duration::from_millis(5))
+        );
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        assert!(
+            std::pin::Pin::new(&mut body)
+                .poll_frame(&mut cx)
+                .is_pending()
+        );
+        assert_eq!(in_flight.progress(), Progress::CallerPending);
+        tokio::time::advance(Duration::from_millis(5)).await;
+        drop(tx);
+        assert!(body.frame().await.is_none());
+        assert_eq!(
+            in_flight.progress(),
+            Progress::At(created + Duration::from_millis(10))
+        );
+    }
+
+    /// A body fed through a channel, one data frame per message.
+    struct Chan(tokio::sync::mpsc::Receiver<Bytes>);
+
+    impl Body for Chan {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+            self.0
+                .poll_recv(cx)
+                .map(|b| b.map(|b| Ok(http_body::Frame::data(b))))
+        }
     }
 }

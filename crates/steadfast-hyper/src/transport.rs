@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use crate::body::HyperBody;
 use crate::config::{Builder, Config};
-use crate::conn::{ConnShared, HostState, Hosts};
+use crate::conn::{ConnShared, HostState, Hosts, without_userinfo};
 use crate::connect::Connector;
 use crate::error::{ErrorKind, HyperError, find_in_chain};
 use crate::future::ResponseFuture;
@@ -65,7 +65,7 @@ pub struct TransportSnapshot {
     pub connections_open: usize,
     /// Per-host slots taken now: open connections plus connects in flight.
     pub permits_in_use: usize,
-    /// Connector waits that ended in a pool timeout.
+    /// Requests that failed with a pool timeout (`ErrorKind::PoolTimeout`).
     pub pool_timeouts: u64,
 }
 
@@ -186,9 +186,13 @@ impl Inner {
     /// The host state for `uri`, or why the request cannot be sent.
     fn host_of(&self, uri: &Uri) -> Result<Arc<HostState>, HyperError> {
         let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+            let shown = uri.authority().map_or_else(
+                || uri.to_string(),
+                |a| without_userinfo(a.as_str()).to_owned(),
+            );
             return Err(HyperError::new(
                 ErrorKind::InvalidRequest,
-                &uri.to_string(),
+                &shown,
                 false,
                 Some("the URI must be absolute: scheme://host[:port]/path".into()),
             ));
@@ -200,13 +204,14 @@ impl Inner {
             #[cfg(not(feature = "rustls"))]
             "https" => {
                 return Err(crate::connect::https_unsupported(&format!(
-                    "https://{authority}"
+                    "https://{}",
+                    without_userinfo(authority.as_str())
                 )));
             }
             _ => {
                 return Err(HyperError::new(
                     ErrorKind::InvalidRequest,
-                    &format!("{scheme}://{authority}"),
+                    &format!("{scheme}://{}", without_userinfo(authority.as_str())),
                     false,
                     Some(format!("unsupported scheme {scheme:?}: use http or https").into()),
                 ));

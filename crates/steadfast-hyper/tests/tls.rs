@@ -66,7 +66,14 @@ async fn alpn_negotiates_http2_and_multiplexes_one_connection() {
         "HTTP/2 requests share one connection: {ids:?}"
     );
     // A burst of first requests races to connect before ALPN has said h2
-    // (hyper-util's design); the extra connections close at once.
+    // (hyper-util's design); the extra connections close once their
+    // connection tasks notice they were dropped.
+    for _ in 0..500 {
+        if t.snapshot().connections_open == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(t.snapshot().connections_open, 1, "{:?}", t.snapshot());
     assert_eq!(t.pool_permits_in_use(), 1);
 }
@@ -205,4 +212,93 @@ async fn webpki_roots_alone_do_not_trust_a_private_ca() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Tls, "{err:?}");
+}
+
+/// Cancelling a request mid-handshake drops the handshake and frees its slot.
+#[tokio::test]
+async fn cancelling_during_the_tls_handshake_frees_the_slot() {
+    let pki = pki();
+    let stalled = server(&pki, &[b"http/1.1"], Mode::Stall).await;
+    let serving = server(&pki, &[b"http/1.1"], Mode::Serve).await;
+    let t = HyperTransport::builder()
+        .add_root_certificate(pki.ca.clone())
+        .max_connections_per_host(1)
+        .connect_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{}/", stalled.port());
+    for _ in 0..3 {
+        let cancelled = tokio::time::timeout(Duration::from_millis(150), t.send(get(&url))).await;
+        assert!(cancelled.is_err(), "the handshake hangs: {cancelled:?}");
+        assert_eq!(t.pool_permits_in_use(), 0, "{:?}", t.snapshot());
+    }
+    assert_eq!(t.snapshot().connections_opened, 0);
+    let res = t
+        .send(get(&format!("https://localhost:{}/", serving.port())))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+/// With the per-host cap reached by one HTTP/2 connection, every request
+/// shares it: none deadlocks, none times out in the pool, and the connects
+/// that lost the race to ALPN give up quietly instead of counting as pool
+/// timeouts.
+#[cfg(feature = "http2")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capped_http2_host_serves_every_request_over_one_connection() {
+    let pki = pki();
+    let addr = server(&pki, &[b"h2", b"http/1.1"], Mode::Serve).await;
+    let t = HyperTransport::builder()
+        .add_root_certificate(pki.ca.clone())
+        .max_connections_per_host(1)
+        .pool_acquire_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{}/", addr.port());
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (t, url) = (t.clone(), url.clone());
+            tokio::spawn(async move {
+                let res = t.send(get(&url)).await?;
+                read_all(res.into_body()).await
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), "HTTP/2.0");
+    }
+    // Let every connect that lost the race reach its pool timeout.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let s = t.snapshot();
+    assert_eq!(s.connections_opened, 1, "{s:?}");
+    assert_eq!(s.pool_timeouts, 0, "nobody waited in vain: {s:?}");
+    assert_eq!(t.pool_permits_in_use(), 1);
+    // Later requests reuse it at once.
+    let res = t.send(get(&url)).await.unwrap();
+    assert_eq!(res.version(), http::Version::HTTP_2);
+}
+
+/// h2c with the cap at one: requests multiplex on the single connection.
+#[cfg(feature = "http2")]
+#[tokio::test]
+async fn h2c_at_a_cap_of_one_multiplexes_instead_of_waiting() {
+    let fault = steadfast_testkit::FaultServer::start().await;
+    let t = HyperTransport::builder()
+        .http2_prior_knowledge()
+        .max_connections_per_host(1)
+        .pool_acquire_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let (t, url) = (t.clone(), fault.url("/slow?ms=500"));
+            tokio::spawn(async move { t.send(get(&url)).await.map(|r| r.status()) })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), 200);
+    }
+    assert_eq!(fault.stats().connections_accepted, 1);
+    assert_eq!(t.snapshot().pool_timeouts, 0);
 }
