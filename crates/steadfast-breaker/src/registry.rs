@@ -58,7 +58,7 @@ pub struct BreakerRegistry {
 }
 
 struct Inner {
-    map: HashMap<Box<[u8]>, Entry>,
+    map: HashMap<Box<[u8]>, Entry, KeyState>,
     last_sweep: Option<Instant>,
 }
 
@@ -89,7 +89,7 @@ impl BreakerRegistry {
             max_keys: DEFAULT_MAX_KEYS,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             inner: RwLock::new(Inner {
-                map: HashMap::new(),
+                map: HashMap::with_hasher(KeyState::default()),
                 last_sweep: None,
             }),
             evictions: AtomicU64::new(0),
@@ -286,6 +286,7 @@ impl BreakerRegistry {
         all
     }
 
+    #[inline]
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
         self.inner.read().unwrap_or_else(PoisonError::into_inner)
     }
@@ -321,34 +322,56 @@ impl KeyBuf {
         }
     }
 
+    #[inline]
     fn push(&mut self, s: &[u8]) {
-        if let Some(h) = &mut self.heap {
-            h.extend_from_slice(s);
-        } else if self.len + s.len() <= self.stack.len() {
-            self.stack[self.len..self.len + s.len()].copy_from_slice(s);
-            self.len += s.len();
-        } else {
-            let mut h = Vec::with_capacity(self.len + s.len() + 16);
-            h.extend_from_slice(&self.stack[..self.len]);
-            h.extend_from_slice(s);
-            self.heap = Some(h);
-        }
-    }
-
-    /// Pushes `s` lowercased (ASCII), without allocating for it.
-    fn push_lower(&mut self, s: &[u8]) {
-        if !s.iter().any(u8::is_ascii_uppercase) {
-            return self.push(s);
-        }
-        for chunk in s.chunks(32) {
-            let mut lower = [0u8; 32];
-            for (l, b) in lower.iter_mut().zip(chunk) {
-                *l = b.to_ascii_lowercase();
+        match self.stack.get_mut(self.len..self.len + s.len()) {
+            Some(dst) if self.heap.is_none() => {
+                dst.copy_from_slice(s);
+                self.len += s.len();
             }
-            self.push(&lower[..chunk.len()]);
+            _ => self.spill().extend_from_slice(s),
         }
     }
 
+    /// Pushes `s` lowercased (ASCII) in the same pass as the copy.
+    #[inline]
+    fn push_lower(&mut self, s: &[u8]) {
+        match self.stack.get_mut(self.len..self.len + s.len()) {
+            Some(dst) if self.heap.is_none() => {
+                if s.len() < 8 {
+                    for (d, b) in dst.iter_mut().zip(s) {
+                        *d = b.to_ascii_lowercase();
+                    }
+                } else {
+                    let mut dst8 = dst.chunks_exact_mut(8);
+                    for (d, c) in (&mut dst8).zip(s.chunks_exact(8)) {
+                        d.copy_from_slice(&lower8(word_at(c, 0)).to_le_bytes());
+                    }
+                    // The last eight bytes again, overlapping: lowercasing
+                    // twice is lowercasing once.
+                    if !dst8.into_remainder().is_empty() {
+                        let last = s.len() - 8;
+                        dst[last..].copy_from_slice(&lower8(word_at(s, last)).to_le_bytes());
+                    }
+                }
+                self.len += s.len();
+            }
+            _ => self.spill().extend(s.iter().map(u8::to_ascii_lowercase)),
+        }
+    }
+
+    /// The heap buffer, holding what the stack held: for keys over 128 bytes.
+    #[cold]
+    fn spill(&mut self) -> &mut Vec<u8> {
+        let stack = &self.stack[..self.len];
+        self.heap.get_or_insert_with(|| {
+            let mut h = Vec::with_capacity(2 * stack.len());
+            h.extend_from_slice(stack);
+            h
+        })
+    }
+
+    #[inline]
     fn as_bytes(&self) -> &[u8] {
         match &self.heap {
             Some(h) => h,
@@ -357,70 +380,151 @@ impl KeyBuf {
     }
 }
 
+/// Eight bytes lowercased (ASCII) at once: 0x20 is added to each byte in
+/// `A..=Z`, found by two additions that cannot carry across bytes (their
+/// high bits are masked off first, and bytes over 0x7f are left alone).
+#[inline]
+const fn lower8(word: u64) -> u64 {
+    const ONES: u64 = u64::MAX / 0xff;
+    let ascii = !word & (0x80 * ONES);
+    let low7 = word & (0x7f * ONES);
+    let at_least_a = low7 + (0x80 - b'A' as u64) * ONES;
+    let past_z = low7 + (0x80 - b'Z' as u64 - 1) * ONES;
+    word | ((at_least_a & !past_z & ascii) >> 2)
+}
+
 /// `scheme://host:port`, lowercased, default port filled in.
 ///
-/// One pass over the authority (`http::uri::Authority::host` and `port`
-/// would each search it again).
+/// One pass over the authority, from its end (`http::uri::Authority::host`
+/// and `port` would each search it again): the port's colon comes first,
+/// unless an IPv6 literal's `]` does, then the userinfo's `@`, if any.
+#[inline]
 fn origin_key(uri: &Uri, out: &mut KeyBuf) {
     let Some(authority) = uri.authority() else {
         out.push(FALLBACK_KEY.as_bytes());
         return;
     };
     let a = authority.as_str().as_bytes();
-    // Skip userinfo; find the port's colon (after an IPv6 literal's `]`).
-    let (mut start, mut colon, mut bracket) = (0, None, None);
-    for (i, &b) in a.iter().enumerate() {
-        match b {
-            b'@' => (start, colon, bracket) = (i + 1, None, None),
-            b':' => colon = Some(i),
-            b']' => bracket = Some(i),
-            _ => {}
-        }
-    }
-    let colon = colon.filter(|&c| bracket.is_none_or(|b| c > b));
-    let host = &a[start..colon.unwrap_or(a.len())];
-    let port = colon.map(|c| &a[c + 1..]).filter(|p| !p.is_empty());
-
-    let scheme = uri.scheme_str();
-    if let Some(s) = scheme {
-        out.push_lower(s.as_bytes());
-        out.push(b"://");
-    }
-    out.push_lower(host);
-    let default_port = || {
-        let s = scheme?;
-        if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("ws") {
-            Some(80)
-        } else if s.eq_ignore_ascii_case("https") || s.eq_ignore_ascii_case("wss") {
-            Some(443)
-        } else {
-            None
-        }
-    };
-    let port = match port {
-        // Parsed and reprinted, so `:080` and `:80` are one key; a port out
-        // of range reads as none, as `Uri::port_u16` has it.
-        Some(p) => std::str::from_utf8(p)
-            .ok()
-            .and_then(|p| p.parse::<u16>().ok())
-            .or_else(default_port),
-        None => default_port(),
-    };
-    if let Some(port) = port {
-        let mut digits = [b':'; 6];
-        let mut n = port;
-        let mut i = digits.len();
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
+    let (mut start, mut end) = (0, a.len());
+    // Most authorities are a bare host: one word-at-a-time look for `:`
+    // and `@` tells, and spares the byte loop.
+    if contains_colon_or_at(a) {
+        let mut port_seen = false;
+        for (i, &b) in a.iter().enumerate().rev() {
+            match b {
+                b'@' => {
+                    start = i + 1;
+                    break;
+                }
+                b':' if !port_seen => (end, port_seen) = (i, true),
+                b']' => port_seen = true,
+                _ => {}
             }
         }
-        out.push(&digits[i - 1..]);
     }
+    let host = &a[start..end];
+    let port = a.get(end + 1..).filter(|p| !p.is_empty());
+
+    // http and https, the schemes nearly every request has (`http` stores
+    // them as an enum and prints them lowercase), skip the case-insensitive
+    // compares and are pushed with their `://` at once.
+    let default_port = match uri.scheme_str() {
+        Some("https") => {
+            out.push(b"https://");
+            Some(443)
+        }
+        Some("http") => {
+            out.push(b"http://");
+            Some(80)
+        }
+        Some(s) => {
+            out.push_lower(s.as_bytes());
+            out.push(b"://");
+            if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("ws") {
+                Some(80)
+            } else if s.eq_ignore_ascii_case("https") || s.eq_ignore_ascii_case("wss") {
+                Some(443)
+            } else {
+                None
+            }
+        }
+        None => None,
+    };
+    out.push_lower(host);
+    // Parsed and reprinted, so `:080` and `:80` are one key; a port out of
+    // range reads as none, as `Uri::port_u16` has it.
+    let port = match port.and_then(parse_port) {
+        Some(port) => port,
+        None => match default_port {
+            Some(443) => return out.push(b":443"),
+            Some(80) => return out.push(b":80"),
+            Some(port) => port,
+            None => return,
+        },
+    };
+    let mut digits = [b':'; 6];
+    let mut n = port;
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push(&digits[i - 1..]);
 }
+
+/// The eight bytes of `s` from `at`, little-endian.
+#[inline]
+fn word_at(s: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(s[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Whether `a` holds a `:` or an `@`, eight bytes at a time.
+#[inline]
+fn contains_colon_or_at(a: &[u8]) -> bool {
+    const ONES: u64 = u64::MAX / 0xff;
+    // High bit set in each byte of `word` equal to `byte`, maybe in some
+    // bytes above one that is: exact as to whether there is one.
+    let has = |word: u64, byte: u8| {
+        let x = word ^ (ONES * u64::from(byte));
+        x.wrapping_sub(ONES) & !x & (0x80 * ONES)
+    };
+    let hit = |word: u64| has(word, b':') | has(word, b'@') != 0;
+    if a.len() < 8 {
+        return a.iter().any(|&b| b == b':' || b == b'@');
+    }
+    let mut chunks = a.chunks_exact(8);
+    if chunks.any(|c| hit(word_at(c, 0))) {
+        return true;
+    }
+    !chunks.remainder().is_empty() && hit(word_at(a, a.len() - 8))
+}
+
+/// A port's digits as a `u16`, or `None` (not all digits, or out of range).
+fn parse_port(p: &[u8]) -> Option<u16> {
+    let mut n: u32 = 0;
+    for &b in p {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        n = n * 10 + u32::from(d);
+        if n > u32::from(u16::MAX) {
+            return None;
+        }
+    }
+    u16::try_from(n).ok()
+}
+
+/// The registry's hasher: keys are short (an origin is 15 to 40 bytes), so
+/// SipHash's setup and finalisation dominated a lookup. foldhash takes eight
+/// bytes per step and is seeded per registry, so nobody can pick origins
+/// that collide on purpose (and a registry holds at most `max_keys` keys
+/// anyway).
+type KeyState = foldhash::fast::RandomState;
 
 #[cfg(test)]
 mod tests {
@@ -461,6 +565,21 @@ mod tests {
     }
 
     proptest::proptest! {
+        #[test]
+        fn contains_colon_or_at_finds_them(a in "[a-z.:@\\[\\]]{0,40}") {
+            let a = a.as_bytes();
+            proptest::prop_assert_eq!(
+                contains_colon_or_at(a),
+                a.iter().any(|&b| b == b':' || b == b'@')
+            );
+        }
+
+        #[test]
+        fn lower8_lowercases_every_byte(word in proptest::prelude::any::<u64>()) {
+            let want = word.to_le_bytes().map(|b| b.to_ascii_lowercase());
+            proptest::prop_assert_eq!(lower8(word).to_le_bytes(), want);
+        }
+
         /// The one-pass parser agrees with `http`'s own host and port.
         #[test]
         fn origin_key_matches_http_parsing(

@@ -389,8 +389,20 @@ pub(crate) struct TimeWindow {
     buckets: Box<[Bucket]>,
     origin: Option<Instant>,
     head: u64,
+    /// The span of time of the head bucket, `[start, end)`, and its index,
+    /// once a call has landed in it: a call within it belongs there, found
+    /// by two comparisons, without the division and the duration arithmetic
+    /// that make an epoch.
+    head_span: Option<HeadSpan>,
     totals: WindowCounts,
     run: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct HeadSpan {
+    start: Instant,
+    end: Instant,
+    slot: usize,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -409,6 +421,7 @@ impl TimeWindow {
             buckets: vec![Bucket::default(); buckets as usize].into_boxed_slice(),
             origin: None,
             head: 0,
+            head_span: None,
             totals: WindowCounts::default(),
             run: 0,
         }
@@ -440,24 +453,57 @@ impl TimeWindow {
             };
         }
         self.head = epoch;
+        self.head_span = None;
     }
 
     /// Records one call at `now` and returns the counts including it.
+    #[inline]
     pub(crate) fn record(&mut self, now: Instant, failed: bool, slow: bool) -> WindowCounts {
         self.run = if failed {
             self.run.saturating_add(1)
         } else {
             0
         };
+        // The common case: another call in the latest call's bucket.
+        if let Some(span) = self.head_span
+            && span.start <= now
+            && now < span.end
+        {
+            self.buckets[span.slot].counts.add(failed, slow);
+            self.totals.add(failed, slow);
+            return self.totals;
+        }
+        self.record_by_epoch(now, failed, slow)
+    }
+
+    fn record_by_epoch(&mut self, now: Instant, failed: bool, slow: bool) -> WindowCounts {
         let epoch = self.epoch(now);
         self.advance(epoch);
         if epoch + self.len() > self.head {
-            let b = &mut self.buckets[(epoch % self.len()) as usize];
+            let slot = (epoch % self.len()) as usize;
+            let b = &mut self.buckets[slot];
             debug_assert_eq!(b.epoch, epoch);
             b.counts.add(failed, slow);
             self.totals.add(failed, slow);
+            if epoch == self.head {
+                self.head_span = self.span_of(epoch, slot);
+            }
         }
         self.totals
+    }
+
+    /// The time `epoch` covers, `None` past what an `Instant` can hold.
+    fn span_of(&self, epoch: u64, slot: usize) -> Option<HeadSpan> {
+        let origin = self.origin?;
+        let at = |e: u64| {
+            let nanos = e.checked_mul(self.bucket_nanos)?;
+            origin.checked_add(Duration::from_nanos(nanos))
+        };
+        Some(HeadSpan {
+            start: at(epoch)?,
+            end: at(epoch.checked_add(1)?)?,
+            slot,
+        })
     }
 
     /// The counts as of `now`.
@@ -486,6 +532,7 @@ impl TimeWindow {
         self.buckets.fill(Bucket::default());
         self.origin = None;
         self.head = 0;
+        self.head_span = None;
         self.totals = WindowCounts::default();
         self.run = 0;
     }
