@@ -133,20 +133,24 @@ impl Hash64 {
 /// [`REPEAT_WINDOW`] pages with items, and where each came from.
 #[derive(Debug, Default)]
 pub(crate) struct Repeats {
-    recent: VecDeque<(u64, Uri)>,
+    /// Apart from the URIs so that the per-page scan reads 512 bytes.
+    fingerprints: VecDeque<u64>,
+    uris: VecDeque<Uri>,
 }
 
 impl Repeats {
     /// Records the page at `uri` with `fingerprint`; the URI of the earlier
     /// page with the same fingerprint, if one is in the window.
     pub(crate) fn insert(&mut self, fingerprint: u64, uri: &Uri) -> Option<&Uri> {
-        if let Some(i) = self.recent.iter().position(|(f, _)| *f == fingerprint) {
-            return self.recent.get(i).map(|(_, uri)| uri);
+        if let Some(i) = self.fingerprints.iter().position(|&f| f == fingerprint) {
+            return self.uris.get(i);
         }
-        if self.recent.len() == REPEAT_WINDOW {
-            self.recent.pop_front();
+        if self.fingerprints.len() == REPEAT_WINDOW {
+            self.fingerprints.pop_front();
+            self.uris.pop_front();
         }
-        self.recent.push_back((fingerprint, uri.clone()));
+        self.fingerprints.push_back(fingerprint);
+        self.uris.push_back(uri.clone());
         None
     }
 }
@@ -207,7 +211,8 @@ mod tests {
         for i in 3..=REPEAT_WINDOW as u64 + 1 {
             assert_eq!(repeats.insert(i, &uri(i + 10)), None);
         }
-        assert_eq!(repeats.recent.len(), REPEAT_WINDOW);
+        assert_eq!(repeats.fingerprints.len(), REPEAT_WINDOW);
+        assert_eq!(repeats.uris.len(), REPEAT_WINDOW);
         assert_eq!(
             repeats.insert(1, &uri(99)),
             None,
@@ -224,6 +229,24 @@ mod tests {
         fn distinct_uris_hash_apart(a in "/[a-z0-9]{0,20}(\\?[a-z0-9=&]{0,30})?", b in "/[a-z0-9]{0,20}(\\?[a-z0-9=&]{0,30})?") {
             let (ua, ub): (Uri, Uri) = (a.parse().unwrap(), b.parse().unwrap());
             prop_assert_eq!(hash(&ua) == hash(&ub), a == b);
+        }
+
+        /// Flipping any bits of any byte changes the hash, in the whole
+        /// words and in the tail alike (page fingerprints rely on it).
+        #[test]
+        fn a_changed_byte_changes_the_hash(
+            bytes in prop::collection::vec(any::<u8>(), 1..300),
+            at in any::<prop::sample::Index>(),
+            flip in 1u8..=255,
+        ) {
+            let hash = |b: &[u8]| {
+                let mut h = Hash64::default();
+                h.part(b);
+                h.finish()
+            };
+            let mut other = bytes.clone();
+            other[at.index(bytes.len())] ^= flip;
+            prop_assert_ne!(hash(&bytes), hash(&other));
         }
 
         /// Agrees with a plain list of the last `window` distinct URIs.

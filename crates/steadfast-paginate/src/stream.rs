@@ -668,6 +668,11 @@ where
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<T, PaginateError<Tr::Error>>>> {
+        // The last page's allocation goes back before the next page is
+        // decoded, as it does in a hand-written loop: held across it, it
+        // changes how the allocator serves the next page's growing items
+        // vector (measured: a few tenths of a percent more copying).
+        self.buffer = Vec::new().into_iter();
         loop {
             if self.engine.quota_reached() {
                 self.engine.finish();
