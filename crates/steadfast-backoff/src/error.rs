@@ -181,48 +181,39 @@ pub enum RetryError<E> {
     },
 }
 
+/// Every variant carries `cause` and `attempts`: picks `$field` out of any of
+/// them. A macro, not a fn, because it must work by reference in a `const fn`
+/// and by value in `into_cause`.
+macro_rules! common_field {
+    ($error:expr, $field:ident) => {
+        match $error {
+            RetryError::NotRetryable { $field, .. }
+            | RetryError::Exhausted { $field, .. }
+            | RetryError::NotIdempotent { $field, .. }
+            | RetryError::NotReplayable { $field, .. }
+            | RetryError::BudgetExhausted { $field, .. }
+            | RetryError::DeadlineExceeded { $field, .. }
+            | RetryError::RetryAfterTooLong { $field, .. }
+            | RetryError::TimedOut { $field, .. } => $field,
+        }
+    };
+}
+
 impl<E> RetryError<E> {
     /// Attempts made: every copy of the request sent, the first one and
     /// hedges included.
     pub const fn attempts(&self) -> u32 {
-        match self {
-            Self::NotRetryable { attempts, .. }
-            | Self::Exhausted { attempts, .. }
-            | Self::NotIdempotent { attempts, .. }
-            | Self::NotReplayable { attempts, .. }
-            | Self::BudgetExhausted { attempts, .. }
-            | Self::DeadlineExceeded { attempts, .. }
-            | Self::RetryAfterTooLong { attempts, .. }
-            | Self::TimedOut { attempts, .. } => *attempts,
-        }
+        *common_field!(self, attempts)
     }
 
     /// What the last attempt ended with.
     pub const fn cause(&self) -> &Cause<E> {
-        match self {
-            Self::NotRetryable { cause, .. }
-            | Self::Exhausted { cause, .. }
-            | Self::NotIdempotent { cause, .. }
-            | Self::NotReplayable { cause, .. }
-            | Self::BudgetExhausted { cause, .. }
-            | Self::DeadlineExceeded { cause, .. }
-            | Self::RetryAfterTooLong { cause, .. }
-            | Self::TimedOut { cause, .. } => cause,
-        }
+        common_field!(self, cause)
     }
 
     /// The last cause, by value.
     pub fn into_cause(self) -> Cause<E> {
-        match self {
-            Self::NotRetryable { cause, .. }
-            | Self::Exhausted { cause, .. }
-            | Self::NotIdempotent { cause, .. }
-            | Self::NotReplayable { cause, .. }
-            | Self::BudgetExhausted { cause, .. }
-            | Self::DeadlineExceeded { cause, .. }
-            | Self::RetryAfterTooLong { cause, .. }
-            | Self::TimedOut { cause, .. } => cause,
-        }
+        common_field!(self, cause)
     }
 
     /// The transport's error, if the last attempt ended with one.

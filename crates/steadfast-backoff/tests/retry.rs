@@ -45,6 +45,14 @@ fn gaps(mock: &MockTransport) -> Vec<Duration> {
     at.windows(2).map(|w| w[1] - w[0]).collect()
 }
 
+/// No jitter: the delays are exactly 100 ms, 200 ms, 400 ms, ...
+fn doubling_from_100ms() -> RetryConfig {
+    RetryConfig::builder()
+        .backoff(Backoff::exponential(ms(100)).jitter(Jitter::None))
+        .build()
+        .unwrap()
+}
+
 type Delays = Arc<Mutex<Vec<(u32, Duration, String)>>>;
 
 fn recording(config: steadfast_backoff::RetryConfigBuilder) -> (RetryConfig, Delays) {
@@ -99,11 +107,7 @@ async fn without_jitter_the_delays_are_the_curve() {
     mock.on(Route::get("/users"))
         .reply_times(3, Reply::connect_error())
         .reply(Reply::status(200));
-    let config = RetryConfig::builder()
-        .backoff(Backoff::exponential(ms(100)).jitter(Jitter::None))
-        .build()
-        .unwrap();
-    let res = Retry::new(mock.clone(), config)
+    let res = Retry::new(mock.clone(), doubling_from_100ms())
         .send(get("/users"))
         .await
         .unwrap();
@@ -716,11 +720,7 @@ async fn a_retry_after_of_zero_or_in_the_past_does_not_switch_the_backoff_off() 
         mock.on(Route::get("/busy"))
             .reply_times(3, Reply::status(503).header("retry-after", retry_after))
             .reply(Reply::status(200));
-        let config = RetryConfig::builder()
-            .backoff(Backoff::exponential(ms(100)).jitter(Jitter::None))
-            .build()
-            .unwrap();
-        let res = Retry::new(mock.clone(), config)
+        let res = Retry::new(mock.clone(), doubling_from_100ms())
             .send(get("/busy"))
             .await
             .unwrap();

@@ -100,20 +100,36 @@ impl Subscriber for Handle {
     }
 }
 
+/// A transport that logs "inner transport sends" from within each attempt
+/// and answers call `i` (from 0) after `answer(i).0` ms with status
+/// `answer(i).1`.
+fn scripted(
+    answer: fn(usize) -> (u64, u16),
+) -> impl Transport<Full<Bytes>, Body = (), Error = std::io::Error> {
+    let calls = Arc::new(AtomicUsize::new(0));
+    transport_fn(move |_req: Request<Full<Bytes>>| {
+        let (delay, status) = answer(calls.fetch_add(1, Ordering::SeqCst));
+        async move {
+            tracing::info!("inner transport sends");
+            if delay > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+            }
+            Ok::<_, std::io::Error>(Response::builder().status(status).body(()).unwrap())
+        }
+    })
+}
+
+fn get_x() -> Request<Full<Bytes>> {
+    Request::get("http://api.test/x")
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
 #[tokio::test(start_paused = true)]
 async fn attempts_have_spans_and_events_carry_otel_values() {
     let recorder = Arc::new(Recorder::default());
     let _guard = tracing::subscriber::set_default(Handle(Arc::clone(&recorder)));
-    let calls = Arc::new(AtomicUsize::new(0));
-    let c = Arc::clone(&calls);
-    let t = transport_fn(move |_req: Request<Full<Bytes>>| {
-        let i = c.fetch_add(1, Ordering::SeqCst);
-        async move {
-            tracing::info!("inner transport sends");
-            let status = if i == 0 { 503 } else { 200 };
-            Ok::<_, std::io::Error>(Response::builder().status(status).body(()).unwrap())
-        }
-    });
+    let t = scripted(|i| (0, if i == 0 { 503 } else { 200 }));
     let config = RetryConfig::builder()
         .name("api")
         .backoff(Backoff::default().seed(1))
@@ -121,14 +137,7 @@ async fn attempts_have_spans_and_events_carry_otel_values() {
         .unwrap();
     let retry = Retry::new(t, config);
 
-    let res = retry
-        .send(
-            Request::get("http://api.test/x")
-                .body(Full::new(Bytes::new()))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let res = retry.send(get_x()).await.unwrap();
     assert_eq!(res.status(), 200);
 
     let events = recorder.events.lock().unwrap().clone();
@@ -164,18 +173,8 @@ async fn attempts_have_spans_and_events_carry_otel_values() {
 async fn a_hedge_has_its_own_span_and_giving_up_names_the_error_type() {
     let recorder = Arc::new(Recorder::default());
     let _guard = tracing::subscriber::set_default(Handle(Arc::clone(&recorder)));
-    let calls = Arc::new(AtomicUsize::new(0));
-    let c = Arc::clone(&calls);
     // The first copy answers 503 after 300 ms, its hedge (at 50 ms) after 10.
-    let t = transport_fn(move |_req: Request<Full<Bytes>>| {
-        let i = c.fetch_add(1, Ordering::SeqCst);
-        async move {
-            tracing::info!("inner transport sends");
-            let delay = if i == 0 { 300 } else { 10 };
-            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
-            Ok::<_, std::io::Error>(Response::builder().status(503).body(()).unwrap())
-        }
-    });
+    let t = scripted(|i| (if i == 0 { 300 } else { 10 }, 503));
     let config = RetryConfig::builder()
         .name("api")
         .max_retries(0)
@@ -184,14 +183,7 @@ async fn a_hedge_has_its_own_span_and_giving_up_names_the_error_type() {
         .unwrap();
     let retry = Retry::new(t, config);
 
-    let res = retry
-        .send(
-            Request::get("http://api.test/x")
-                .body(Full::new(Bytes::new()))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let res = retry.send(get_x()).await.unwrap();
     assert_eq!(res.status(), 503);
 
     let events = recorder.events.lock().unwrap().clone();

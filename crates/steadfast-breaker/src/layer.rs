@@ -24,6 +24,22 @@ enum Target {
     PerKey(Arc<BreakerRegistry>),
 }
 
+impl Target {
+    fn breaker(&self) -> Option<&Arc<CircuitBreaker>> {
+        match self {
+            Self::One(b) => Some(b),
+            Self::PerKey(_) => None,
+        }
+    }
+
+    fn registry(&self) -> Option<&Arc<BreakerRegistry>> {
+        match self {
+            Self::PerKey(r) => Some(r),
+            Self::One(_) => None,
+        }
+    }
+}
+
 /// Wraps transports in a [`Breaker`].
 ///
 /// - [`BreakerLayer::per_origin`]: one breaker per `scheme://host:port`, the
@@ -79,18 +95,12 @@ impl<C> BreakerLayer<C> {
 
     /// The breaker, for a single-breaker layer.
     pub fn breaker(&self) -> Option<&Arc<CircuitBreaker>> {
-        match &self.target {
-            Target::One(b) => Some(b),
-            Target::PerKey(_) => None,
-        }
+        self.target.breaker()
     }
 
     /// The registry, for a per-key layer.
     pub fn registry(&self) -> Option<&Arc<BreakerRegistry>> {
-        match &self.target {
-            Target::PerKey(r) => Some(r),
-            Target::One(_) => None,
-        }
+        self.target.registry()
     }
 }
 
@@ -150,18 +160,12 @@ impl<T, C> Breaker<T, C> {
 
     /// The breaker, for a single-breaker layer.
     pub fn breaker(&self) -> Option<&Arc<CircuitBreaker>> {
-        match &self.target {
-            Target::One(b) => Some(b),
-            Target::PerKey(_) => None,
-        }
+        self.target.breaker()
     }
 
     /// The registry, for a per-key layer.
     pub fn registry(&self) -> Option<&Arc<BreakerRegistry>> {
-        match &self.target {
-            Target::PerKey(r) => Some(r),
-            Target::One(_) => None,
-        }
+        self.target.registry()
     }
 }
 

@@ -81,6 +81,22 @@ async fn trip(client: &Client) {
     assert_eq!(state(client), State::Open);
 }
 
+/// Trips on the first failure, for a 1 s break, no transition log.
+fn trips_at_once() -> BreakerConfigBuilder {
+    BreakerConfig::builder()
+        .consecutive_failures(1)
+        .break_duration(Duration::from_secs(1))
+}
+
+/// A client tripped by [`trip`] whose 1 s break is over: the next call is a
+/// half-open probe.
+async fn half_open_due(mock: &MockTransport, config: BreakerConfigBuilder) -> Client {
+    let client = client(mock, config);
+    trip(&client).await;
+    sleep(Duration::from_secs(1)).await;
+    client
+}
+
 #[tokio::test(start_paused = true)]
 async fn trips_on_failure_rate_and_fails_fast() {
     let log = Log::default();
@@ -284,15 +300,7 @@ async fn half_open_failure_reopens_for_longer() {
 #[tokio::test(start_paused = true)]
 async fn only_the_probes_go_out_while_half_open() {
     let mock = mock();
-    let client = client(
-        &mock,
-        BreakerConfig::builder()
-            .consecutive_failures(1)
-            .break_duration(Duration::from_secs(1))
-            .half_open(HalfOpen::probes(2)),
-    );
-    trip(&client).await;
-    sleep(Duration::from_secs(1)).await;
+    let client = half_open_due(&mock, trips_at_once().half_open(HalfOpen::probes(2))).await;
 
     // Two slow probes out; the third caller is refused at once, not queued.
     let p1 = tokio::spawn({
@@ -315,14 +323,7 @@ async fn only_the_probes_go_out_while_half_open() {
 #[tokio::test(start_paused = true)]
 async fn cancelling_a_probe_frees_its_slot() {
     let mock = mock();
-    let client = client(
-        &mock,
-        BreakerConfig::builder()
-            .consecutive_failures(1)
-            .break_duration(Duration::from_secs(1)),
-    );
-    trip(&client).await;
-    sleep(Duration::from_secs(1)).await;
+    let client = half_open_due(&mock, trips_at_once()).await;
 
     // The probe hangs; the caller gives up after 5 s (the future is dropped).
     let gave_up = tokio::time::timeout(Duration::from_secs(5), status(&client, "/hang")).await;
@@ -338,14 +339,7 @@ async fn cancelling_a_probe_frees_its_slot() {
 #[tokio::test(start_paused = true)]
 async fn a_cancelled_probe_does_not_leak_when_the_task_is_aborted() {
     let mock = mock();
-    let client = client(
-        &mock,
-        BreakerConfig::builder()
-            .consecutive_failures(1)
-            .break_duration(Duration::from_secs(1)),
-    );
-    trip(&client).await;
-    sleep(Duration::from_secs(1)).await;
+    let client = half_open_due(&mock, trips_at_once()).await;
     let task = tokio::spawn({
         let c = client.clone();
         async move { status(&c, "/hang").await }
@@ -405,14 +399,13 @@ async fn progressive_half_open_ramps_up_traffic() {
 async fn progressive_stage_failure_reopens() {
     let log = Log::default();
     let mock = mock();
-    let client = client(
+    let client = half_open_due(
         &mock,
         config(&log)
             .consecutive_failures(1)
             .half_open(HalfOpen::progressive(Duration::from_secs(1))),
-    );
-    trip(&client).await;
-    sleep(Duration::from_secs(1)).await;
+    )
+    .await;
     assert_eq!(status(&client, "/fail").await.unwrap(), 503);
     assert_eq!(state(&client), State::Open);
     assert_eq!(

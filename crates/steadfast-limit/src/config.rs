@@ -357,6 +357,16 @@ fn check_bounds(initial: usize, min: usize, max: usize) -> Result<(), ConfigErro
     Ok(())
 }
 
+fn check_backoff(backoff: f64) -> Result<(), ConfigError> {
+    if !(backoff > 0.0 && backoff < 1.0) {
+        return Err(ConfigError::new(
+            "backoff",
+            "must be between 0 and 1, exclusive",
+        ));
+    }
+    Ok(())
+}
+
 /// Settings of [`crate::Aimd`].
 ///
 /// | Setting | Default |
@@ -420,12 +430,7 @@ impl AimdConfig {
                 "must be a finite number above 0",
             ));
         }
-        if !(self.backoff > 0.0 && self.backoff < 1.0) {
-            return Err(ConfigError::new(
-                "backoff",
-                "must be between 0 and 1, exclusive",
-            ));
-        }
+        check_backoff(self.backoff)?;
         Ok(self)
     }
 }
@@ -539,12 +544,7 @@ impl GradientConfig {
                 "must be a finite number of at least 0",
             ));
         }
-        if !(self.backoff > 0.0 && self.backoff < 1.0) {
-            return Err(ConfigError::new(
-                "backoff",
-                "must be between 0 and 1, exclusive",
-            ));
-        }
+        check_backoff(self.backoff)?;
         Ok(self)
     }
 }

@@ -11,9 +11,8 @@
 //!
 //! `cargo bench -p steadfast-paginate --bench paginate`
 
-use std::convert::Infallible;
-use std::hint::black_box;
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,139 +20,17 @@ use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
 use futures_util::StreamExt as _;
-use http::header::ACCEPT;
-use http::{HeaderValue, Request, Response, Uri};
-use http_body_util::{BodyExt as _, Empty, Full};
+use http::{Request, Response, Uri};
+use http_body_util::Empty;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use steadfast_core::{Transport, transport_fn};
-use steadfast_paginate::{Cursor, OffsetLimit, PageNumber, Paginator};
+use steadfast_core::Transport;
+use steadfast_paginate::{OffsetLimit, PageNumber, Paginator, Strategy};
 use steadfast_testkit::FaultServer;
 
-const PAGES: usize = 100;
-const PER_PAGE: usize = 100;
-const BASE: &str = "http://api.test/items";
-
-/// The FaultServer's item: about 30 bytes of JSON, the worst case for
-/// per-item overhead.
-#[derive(Debug, Deserialize)]
-#[allow(dead_code)]
-struct Tiny {
-    id: u64,
-    name: String,
-}
-
-/// An item the size of a real API's (a trimmed GitHub issue, ~600 bytes).
-#[derive(Debug, Deserialize)]
-#[allow(dead_code)]
-struct Issue {
-    id: u64,
-    number: u64,
-    title: String,
-    state: String,
-    locked: bool,
-    comments: u32,
-    created_at: String,
-    updated_at: String,
-    closed_at: Option<String>,
-    author_association: String,
-    user: User,
-    labels: Vec<String>,
-    body: String,
-    url: String,
-    html_url: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[allow(dead_code)]
-struct User {
-    login: String,
-    id: u64,
-    site_admin: bool,
-    kind: String,
-}
-
-fn tiny(id: usize) -> serde_json::Value {
-    serde_json::json!({"id": id, "name": format!("item-{id}")})
-}
-
-fn issue(id: usize) -> serde_json::Value {
-    serde_json::json!({
-        "id": id, "number": id % 5000,
-        "title": format!("Crash when paginating collection number {id}"),
-        "state": if id.is_multiple_of(3) { "closed" } else { "open" }, "locked": false, "comments": id % 17,
-        "created_at": "2024-05-01T12:34:56Z", "updated_at": "2024-05-02T08:00:00Z",
-        "closed_at": if id.is_multiple_of(3) { serde_json::json!("2024-05-03T09:10:11Z") } else { serde_json::Value::Null },
-        "author_association": "CONTRIBUTOR",
-        "user": {"login": format!("user{}", id % 97), "id": id % 97, "site_admin": false, "kind": "User"},
-        "labels": ["bug", "needs-triage"],
-        "body": "Steps to reproduce: start a crawl, kill the process, resume from the checkpoint. Expected the remaining items; got them.",
-        "url": format!("https://api.example.test/repos/o/r/issues/{id}"),
-        "html_url": format!("https://example.test/o/r/issues/{id}"),
-    })
-}
-
-/// What a hand-written loop deserializes each page into.
-#[derive(Deserialize)]
-struct Envelope<T> {
-    data: Vec<T>,
-    next_cursor: Option<String>,
-}
-
-/// Cursor pages `{"data": [..], "next_cursor": "N" | null}`, built once.
-fn pages(item: fn(usize) -> serde_json::Value) -> Arc<Vec<Bytes>> {
-    let pages = (0..PAGES)
-        .map(|p| {
-            let data: Vec<_> = (p * PER_PAGE..(p + 1) * PER_PAGE).map(item).collect();
-            let next = (p + 1 < PAGES).then(|| (p + 1).to_string());
-            let page = serde_json::json!({"data": data, "next_cursor": next});
-            Bytes::from(serde_json::to_vec(&page).unwrap())
-        })
-        .collect();
-    Arc::new(pages)
-}
-
-/// Serves page `cursor` (absent: 0) from memory.
-fn in_memory(pages: Arc<Vec<Bytes>>) -> impl Transport<Empty<Bytes>, Body = Full<Bytes>> {
-    transport_fn(move |req: Request<Empty<Bytes>>| {
-        let page = req
-            .uri()
-            .query()
-            .and_then(|q| q.strip_prefix("cursor="))
-            .map_or(0, |c| c.parse::<usize>().unwrap());
-        let body = pages[page].clone();
-        async move { Ok::<_, Infallible>(Response::new(Full::new(body))) }
-    })
-}
-
-/// The loop a user writes without a paginator.
-async fn hand_written<T: DeserializeOwned>(
-    transport: &impl Transport<Empty<Bytes>, Body = Full<Bytes>>,
-) -> u64 {
-    let mut uri: Uri = BASE.parse().unwrap();
-    let mut count = 0;
-    loop {
-        let mut req = Request::new(Empty::new());
-        *req.uri_mut() = uri.clone();
-        req.headers_mut()
-            .insert(ACCEPT, HeaderValue::from_static("application/json"));
-        let res = transport.send(req).await.unwrap();
-        assert!(res.status().is_success());
-        let body = res.into_body().collect().await.unwrap().to_bytes();
-        let page: Envelope<T> = serde_json::from_slice(&body).unwrap();
-        for item in page.data {
-            black_box(&item);
-            count += 1;
-        }
-        match page.next_cursor {
-            Some(cursor) => uri = format!("{BASE}?cursor={cursor}").parse().unwrap(),
-            None => return count,
-        }
-    }
-}
+use common::{Crawl, Issue, Tiny, count_items, count_page_items, crawl, hand_written, issue, tiny};
 
 fn overhead_for<T: DeserializeOwned + Send + 'static>(
     c: &mut Criterion,
@@ -163,13 +40,12 @@ fn overhead_for<T: DeserializeOwned + Send + 'static>(
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let transport = in_memory(pages(item));
-    let paginator = Paginator::builder(transport.clone(), Cursor::body("/next_cursor"))
-        .items_at("/data")
-        .build()
-        .unwrap();
-    let start: Uri = BASE.parse().unwrap();
-    let total = (PAGES * PER_PAGE) as u64;
+    let Crawl {
+        transport,
+        paginator,
+        start,
+        total,
+    } = crawl(item);
 
     let mut group = c.benchmark_group(format!("paginate/overhead_{name}"));
     group.throughput(Throughput::Elements(total));
@@ -179,26 +55,14 @@ fn overhead_for<T: DeserializeOwned + Send + 'static>(
     });
     group.bench_function("paginator_items", |b| {
         b.to_async(&rt).iter(|| async {
-            let mut items = paginator.start(start.clone()).items::<T>();
-            let mut count = 0u64;
-            while let Some(item) = items.next().await {
-                black_box(&item.unwrap());
-                count += 1;
-            }
-            assert_eq!(count, total);
+            let items = paginator.start(start.clone()).items::<T>();
+            assert_eq!(count_items(items).await, total);
         });
     });
     group.bench_function("paginator_pages", |b| {
         b.to_async(&rt).iter(|| async {
-            let mut pages = paginator.start(start.clone()).pages::<T>();
-            let mut count = 0u64;
-            while let Some(page) = pages.next().await {
-                for item in page.unwrap().into_items() {
-                    black_box(&item);
-                    count += 1;
-                }
-            }
-            assert_eq!(count, total);
+            let pages = paginator.start(start.clone()).pages::<T>();
+            assert_eq!(count_page_items(pages).await, total);
         });
     });
     group.finish();
@@ -220,6 +84,21 @@ impl Transport<Empty<Bytes>> for Client {
     async fn send(&self, req: Request<Empty<Bytes>>) -> Result<Response<Self::Body>, Self::Error> {
         self.0.request(req).await
     }
+}
+
+/// Crawls `start` with `strategy`, `k` pages in flight; returns the items.
+async fn count_prefetched<S: Strategy>(
+    client: &Client,
+    strategy: S,
+    k: usize,
+    start: &Uri,
+) -> usize {
+    let p = Paginator::builder(client.clone(), strategy)
+        .items_at("/data")
+        .prefetch(k)
+        .build()
+        .unwrap();
+    p.start(start.clone()).items::<Tiny>().count().await
 }
 
 fn prefetch(c: &mut Criterion) {
@@ -250,20 +129,10 @@ fn prefetch(c: &mut Criterion) {
                 b.to_async(&rt).iter(|| async {
                     let count = if style == "page" {
                         let strategy = PageNumber::new().total_pages_at("/total_pages");
-                        let p = Paginator::builder(client.clone(), strategy)
-                            .items_at("/data")
-                            .prefetch(k)
-                            .build()
-                            .unwrap();
-                        p.start(start.clone()).items::<Tiny>().count().await
+                        count_prefetched(&client, strategy, k, &start).await
                     } else {
                         let strategy = OffsetLimit::new().limit(SIZE).total_at("/total");
-                        let p = Paginator::builder(client.clone(), strategy)
-                            .items_at("/data")
-                            .prefetch(k)
-                            .build()
-                            .unwrap();
-                        p.start(start.clone()).items::<Tiny>().count().await
+                        count_prefetched(&client, strategy, k, &start).await
                     };
                     assert_eq!(count as u64, TOTAL);
                 });

@@ -21,6 +21,19 @@ use crate::error::{ErrorKind, PaginateError};
 use crate::paginator::Shared;
 use crate::uri::{Origin, resolve};
 
+/// A transport a crawl can read pages through: its body streams `Send`
+/// chunks. Named once for the crate's private items; the public ones spell
+/// the bounds out so that their docs show them.
+pub(crate) trait PageTransport<B>:
+    Transport<B, Body: Body<Data: Send, Error: Into<BoxError>> + Send + 'static>
+{
+}
+
+impl<Tr, B> PageTransport<B> for Tr where
+    Tr: Transport<B, Body: Body<Data: Send, Error: Into<BoxError>> + Send + 'static>
+{
+}
+
 /// A page as received, before a strategy has seen it.
 #[derive(Debug)]
 pub(crate) struct Fetched<T> {
@@ -56,10 +69,7 @@ pub(crate) fn fetch<Tr, B, T>(
     page: PageRequest,
 ) -> PageFuture<T, Tr::Error>
 where
-    Tr: Transport<B>,
-    Tr::Body: Body + Send + 'static,
-    <Tr::Body as Body>::Data: Send,
-    <Tr::Body as Body>::Error: Into<BoxError>,
+    Tr: PageTransport<B>,
     B: Default + Send + 'static,
     T: DeserializeOwned + Send + 'static,
 {

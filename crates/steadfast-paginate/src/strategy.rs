@@ -82,16 +82,7 @@ impl<'a> PageView<'a> {
         body: &'a Value,
         item_count: usize,
     ) -> Self {
-        Self {
-            number,
-            uri,
-            status: StatusCode::OK,
-            headers,
-            body: Body::Value(body),
-            item_count,
-            last_item: None,
-            last_raw: None,
-        }
+        Self::with_body(number, uri, headers, Body::Value(body), item_count)
     }
 
     pub(crate) const fn of_page(
@@ -101,12 +92,22 @@ impl<'a> PageView<'a> {
         rest: &'a Rest,
         item_count: usize,
     ) -> Self {
+        Self::with_body(number, uri, headers, Body::Rest(rest), item_count)
+    }
+
+    const fn with_body(
+        number: u64,
+        uri: &'a Uri,
+        headers: &'a HeaderMap,
+        body: Body<'a>,
+        item_count: usize,
+    ) -> Self {
         Self {
             number,
             uri,
             status: StatusCode::OK,
             headers,
-            body: Body::Rest(rest),
+            body,
             item_count,
             last_item: None,
             last_raw: None,

@@ -37,7 +37,7 @@ use steadfast_core::{BoxError, Transport};
 use crate::checkpoint::Checkpoint;
 use crate::decode::Rest;
 use crate::error::{ErrorKind, PaginateError};
-use crate::fetch::{Fetched, PageRequest, fetch};
+use crate::fetch::{Fetched, PageRequest, PageTransport, fetch};
 use crate::paginator::{Counters, Crawl, Shared};
 use crate::pipeline::Pipeline;
 use crate::seen::{Repeats, Seen};
@@ -142,10 +142,7 @@ struct Engine<Tr: Transport<B>, S, B, T> {
 
 impl<Tr, S, B, T> Engine<Tr, S, B, T>
 where
-    Tr: Transport<B>,
-    Tr::Body: Body + Send + 'static,
-    <Tr::Body as Body>::Data: Send,
-    <Tr::Body as Body>::Error: Into<BoxError>,
+    Tr: PageTransport<B>,
     B: Default + Send + 'static,
     S: Strategy,
     T: DeserializeOwned + Send + 'static,

@@ -2,47 +2,26 @@
 //! errors on every step of a page, prefetch ordering and speculation,
 //! resuming after a failure, custom strategies. Time is paused.
 
+mod common;
+
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use http::header::{AUTHORIZATION, COOKIE};
-use http::{HeaderValue, Request, Response, Uri};
+use http::{HeaderValue, Request, Response};
 use http_body_util::Empty;
 use serde_json::{Value, json};
 use steadfast_core::Transport;
 use steadfast_paginate::strategy::{Next, PageView, Strategy, StrategyError};
 use steadfast_paginate::{
-    Checkpoint, CheckpointError, Config, ConfigError, Cursor, DecodeError, ErrorKind, LinkHeader,
-    OffsetLimit, PageNumber, PaginateError, Paginator,
+    Checkpoint, CheckpointError, Config, ConfigError, Cursor, DEFAULT_PREFETCH, DecodeError,
+    ErrorKind, LinkHeader, OffsetLimit, PageNumber, Paginator,
 };
-use steadfast_testkit::mock::MockError;
 use steadfast_testkit::{MockTransport, Reply, Route};
 use tokio::time::Instant;
 
-type Error = PaginateError<MockError>;
-
-async fn ids<S>(mut stream: S) -> (Vec<u64>, Option<Error>)
-where
-    S: futures_core::Stream<Item = Result<Value, Error>> + Unpin,
-{
-    let mut out = Vec::new();
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(v) => out.push(v["id"].as_u64().unwrap()),
-            Err(e) => return (out, Some(e)),
-        }
-    }
-    (out, None)
-}
-
-fn page(ids: std::ops::Range<u64>) -> Value {
-    Value::Array(ids.map(|id| json!({"id": id})).collect())
-}
-
-fn uri(s: &str) -> Uri {
-    s.parse().unwrap()
-}
+use common::scripted::{Error, ids, page, uri};
 
 #[tokio::test(start_paused = true)]
 async fn credentials_are_never_sent_to_another_origin() {
@@ -319,19 +298,28 @@ fn offset_api(mock: &MockTransport, total: u64, cap: u64, delay_of: fn(u64) -> u
         }));
 }
 
+/// Offset pages of 10 under `/data`, the total at `/total`, up to
+/// `prefetch` requests in flight.
+fn offset_paginator(
+    mock: &MockTransport,
+    prefetch: usize,
+) -> Paginator<MockTransport, OffsetLimit> {
+    Paginator::builder(
+        mock.clone(),
+        OffsetLimit::new().limit(10).total_at("/total"),
+    )
+    .items_at("/data")
+    .prefetch(prefetch)
+    .build()
+    .unwrap()
+}
+
 #[tokio::test(start_paused = true)]
 async fn prefetch_overlaps_requests_and_still_yields_in_order() {
     let mock = MockTransport::new();
     // Later pages answer faster: completion order is the reverse of page order.
     offset_api(&mock, 50, 10, |offset| 100 - offset);
-    let paginator = Paginator::builder(
-        mock.clone(),
-        OffsetLimit::new().limit(10).total_at("/total"),
-    )
-    .items_at("/data")
-    .prefetch(4)
-    .build()
-    .unwrap();
+    let paginator = offset_paginator(&mock, 4);
     let t0 = Instant::now();
     let (got, err) = ids(paginator.start(uri("http://api.test/items")).items()).await;
     assert!(err.is_none(), "{err:?}");
@@ -340,13 +328,7 @@ async fn prefetch_overlaps_requests_and_still_yields_in_order() {
     // Page 1 alone (100 ms), then pages 2-5 together (at most 90 ms).
     assert_eq!(t0.elapsed(), Duration::from_millis(190));
 
-    let sequential = Paginator::builder(
-        mock.clone(),
-        OffsetLimit::new().limit(10).total_at("/total"),
-    )
-    .items_at("/data")
-    .build()
-    .unwrap();
+    let sequential = offset_paginator(&mock, DEFAULT_PREFETCH);
     let t0 = Instant::now();
     let _ = ids(sequential.start(uri("http://api.test/items")).items()).await;
     assert_eq!(t0.elapsed(), Duration::from_millis(100 + 90 + 80 + 70 + 60));
@@ -358,14 +340,7 @@ async fn wrong_predictions_are_dropped_not_yielded() {
     // The server caps pages at 7 items although 10 were asked for; after
     // the first page the paginator predicts with the size it saw.
     offset_api(&mock, 30, 7, |_| 10);
-    let paginator = Paginator::builder(
-        mock.clone(),
-        OffsetLimit::new().limit(10).total_at("/total"),
-    )
-    .items_at("/data")
-    .prefetch(3)
-    .build()
-    .unwrap();
+    let paginator = offset_paginator(&mock, 3);
     let (got, err) = ids(paginator.start(uri("http://api.test/items")).items()).await;
     assert!(err.is_none(), "{err:?}");
     assert_eq!(got, (0..30).collect::<Vec<_>>());
@@ -386,14 +361,7 @@ async fn wrong_predictions_are_dropped_not_yielded() {
     );
     mock.on(Route::get("/items"))
         .reply(Reply::json(200, json!({"data": [], "total": 15})));
-    let paginator = Paginator::builder(
-        mock.clone(),
-        OffsetLimit::new().limit(10).total_at("/total"),
-    )
-    .items_at("/data")
-    .prefetch(3)
-    .build()
-    .unwrap();
+    let paginator = offset_paginator(&mock, 3);
     let (got, err) = ids(paginator.start(uri("http://api.test/items")).items()).await;
     assert!(err.is_none(), "{err:?}");
     assert_eq!(got, (0..15).collect::<Vec<_>>());

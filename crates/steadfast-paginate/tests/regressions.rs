@@ -1,43 +1,22 @@
 //! Regression tests, one per reported defect: each failed before its fix.
 //! Scripted transport, paused time.
 
+mod common;
+
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
+use http::HeaderValue;
 use http::header::{AUTHORIZATION, COOKIE};
-use http::{HeaderValue, Uri};
 use serde_json::{Value, json};
 use steadfast_paginate::{
     Cursor, ErrorKind, HasMore, LinkHeader, MAX_REDIRECTS, OffsetLimit, PageNumber, PaginateError,
     Paginator,
 };
-use steadfast_testkit::mock::MockError;
 use steadfast_testkit::{MockTransport, Reply, Route};
 use tokio::time::Instant;
 
-type Error = PaginateError<MockError>;
-
-async fn ids<S>(mut stream: S) -> (Vec<u64>, Option<Error>)
-where
-    S: futures_core::Stream<Item = Result<Value, Error>> + Unpin,
-{
-    let mut out = Vec::new();
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(v) => out.push(v["id"].as_u64().unwrap()),
-            Err(e) => return (out, Some(e)),
-        }
-    }
-    (out, None)
-}
-
-fn page(ids: std::ops::Range<u64>) -> Value {
-    Value::Array(ids.map(|id| json!({"id": id})).collect())
-}
-
-fn uri(s: &str) -> Uri {
-    s.parse().unwrap()
-}
+use common::scripted::{ids, page, uri};
 
 fn queries(mock: &MockTransport) -> Vec<String> {
     mock.calls()

@@ -1,7 +1,10 @@
 //! Shared test helpers: a plain hyper-util client as the transport, the
-//! item type of the FaultServer's `/items`, and the strategy for each mode.
+//! item type of the FaultServer's `/items`, and the strategy for each mode;
+//! in [`scripted`], those of the tests over `MockTransport`.
 
 #![allow(dead_code, unreachable_pub)]
+
+pub mod scripted;
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;

@@ -1,0 +1,192 @@
+//! The fixture shared by `benches/paginate.rs` and
+//! `examples/paginate_callgrind.rs`: 100 in-memory cursor pages of 100
+//! items, the transport serving them, the loop a user would write by hand,
+//! and the loops that drain the paginator's streams.
+
+use std::convert::Infallible;
+use std::fmt::Debug;
+use std::hint::black_box;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt as _};
+use http::header::ACCEPT;
+use http::{HeaderValue, Request, Response, Uri};
+use http_body_util::{BodyExt as _, Empty, Full};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use steadfast_core::{Transport, transport_fn};
+use steadfast_paginate::{Cursor, Page, Paginator};
+
+const PAGES: usize = 100;
+const PER_PAGE: usize = 100;
+const BASE: &str = "http://api.test/items";
+
+/// The FaultServer's item: about 30 bytes of JSON, the worst case for
+/// per-item overhead.
+#[derive(Debug, Deserialize)]
+#[allow(dead_code)]
+pub(crate) struct Tiny {
+    id: u64,
+    name: String,
+}
+
+/// An item the size of a real API's (a trimmed GitHub issue, ~600 bytes).
+#[derive(Debug, Deserialize)]
+#[allow(dead_code)]
+pub(crate) struct Issue {
+    id: u64,
+    number: u64,
+    title: String,
+    state: String,
+    locked: bool,
+    comments: u32,
+    created_at: String,
+    updated_at: String,
+    closed_at: Option<String>,
+    author_association: String,
+    user: User,
+    labels: Vec<String>,
+    body: String,
+    url: String,
+    html_url: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[allow(dead_code)]
+struct User {
+    login: String,
+    id: u64,
+    site_admin: bool,
+    kind: String,
+}
+
+pub(crate) fn tiny(id: usize) -> serde_json::Value {
+    serde_json::json!({"id": id, "name": format!("item-{id}")})
+}
+
+pub(crate) fn issue(id: usize) -> serde_json::Value {
+    serde_json::json!({
+        "id": id, "number": id % 5000,
+        "title": format!("Crash when paginating collection number {id}"),
+        "state": if id.is_multiple_of(3) { "closed" } else { "open" }, "locked": false, "comments": id % 17,
+        "created_at": "2024-05-01T12:34:56Z", "updated_at": "2024-05-02T08:00:00Z",
+        "closed_at": if id.is_multiple_of(3) { serde_json::json!("2024-05-03T09:10:11Z") } else { serde_json::Value::Null },
+        "author_association": "CONTRIBUTOR",
+        "user": {"login": format!("user{}", id % 97), "id": id % 97, "site_admin": false, "kind": "User"},
+        "labels": ["bug", "needs-triage"],
+        "body": "Steps to reproduce: start a crawl, kill the process, resume from the checkpoint. Expected the remaining items; got them.",
+        "url": format!("https://api.example.test/repos/o/r/issues/{id}"),
+        "html_url": format!("https://example.test/o/r/issues/{id}"),
+    })
+}
+
+/// What a hand-written loop deserializes each page into.
+#[derive(Deserialize)]
+struct Envelope<T> {
+    data: Vec<T>,
+    next_cursor: Option<String>,
+}
+
+/// Cursor pages `{"data": [..], "next_cursor": "N" | null}`, built once.
+fn pages(item: fn(usize) -> serde_json::Value) -> Arc<Vec<Bytes>> {
+    let pages = (0..PAGES)
+        .map(|p| {
+            let data: Vec<_> = (p * PER_PAGE..(p + 1) * PER_PAGE).map(item).collect();
+            let next = (p + 1 < PAGES).then(|| (p + 1).to_string());
+            let page = serde_json::json!({"data": data, "next_cursor": next});
+            Bytes::from(serde_json::to_vec(&page).unwrap())
+        })
+        .collect();
+    Arc::new(pages)
+}
+
+/// Serves page `cursor` (absent: 0) from memory.
+fn in_memory(pages: Arc<Vec<Bytes>>) -> impl Transport<Empty<Bytes>, Body = Full<Bytes>> {
+    transport_fn(move |req: Request<Empty<Bytes>>| {
+        let page = req
+            .uri()
+            .query()
+            .and_then(|q| q.strip_prefix("cursor="))
+            .map_or(0, |c| c.parse::<usize>().unwrap());
+        let body = pages[page].clone();
+        async move { Ok::<_, Infallible>(Response::new(Full::new(body))) }
+    })
+}
+
+/// An in-memory crawl: the transport serving [`pages`] of `item`, a cursor
+/// paginator over it, where it starts and how many items it yields.
+pub(crate) struct Crawl<Tr> {
+    pub(crate) transport: Tr,
+    pub(crate) paginator: Paginator<Tr, Cursor>,
+    pub(crate) start: Uri,
+    pub(crate) total: u64,
+}
+
+pub(crate) fn crawl(
+    item: fn(usize) -> serde_json::Value,
+) -> Crawl<impl Transport<Empty<Bytes>, Body = Full<Bytes>>> {
+    let transport = in_memory(pages(item));
+    let paginator = Paginator::builder(transport.clone(), Cursor::body("/next_cursor"))
+        .items_at("/data")
+        .build()
+        .unwrap();
+    Crawl {
+        transport,
+        paginator,
+        start: BASE.parse().unwrap(),
+        total: (PAGES * PER_PAGE) as u64,
+    }
+}
+
+/// The loop a user writes without a paginator.
+pub(crate) async fn hand_written<T: DeserializeOwned>(
+    transport: &impl Transport<Empty<Bytes>, Body = Full<Bytes>>,
+) -> u64 {
+    let mut uri: Uri = BASE.parse().unwrap();
+    let mut count = 0;
+    loop {
+        let mut req = Request::new(Empty::new());
+        *req.uri_mut() = uri.clone();
+        req.headers_mut()
+            .insert(ACCEPT, HeaderValue::from_static("application/json"));
+        let res = transport.send(req).await.unwrap();
+        assert!(res.status().is_success());
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let page: Envelope<T> = serde_json::from_slice(&body).unwrap();
+        for item in page.data {
+            black_box(&item);
+            count += 1;
+        }
+        match page.next_cursor {
+            Some(cursor) => uri = format!("{BASE}?cursor={cursor}").parse().unwrap(),
+            None => return count,
+        }
+    }
+}
+
+/// Drains an `items()` stream; returns the items seen.
+pub(crate) async fn count_items<T, E: Debug>(
+    mut items: impl Stream<Item = Result<T, E>> + Unpin,
+) -> u64 {
+    let mut count = 0u64;
+    while let Some(item) = items.next().await {
+        black_box(&item.unwrap());
+        count += 1;
+    }
+    count
+}
+
+/// Drains a `pages()` stream; returns the items seen.
+pub(crate) async fn count_page_items<T, E: Debug>(
+    mut pages: impl Stream<Item = Result<Page<T>, E>> + Unpin,
+) -> u64 {
+    let mut count = 0u64;
+    while let Some(page) = pages.next().await {
+        for item in page.unwrap().into_items() {
+            black_box(&item);
+            count += 1;
+        }
+    }
+    count
+}
