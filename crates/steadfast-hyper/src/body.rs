@@ -81,7 +81,10 @@ impl Limits {
 /// the limit is passed, or at once when `Content-Length` announces more.
 ///
 /// The connection is released to the pool observer when the body ends,
-/// fails, or is dropped.
+/// fails, or is dropped. A body dropped before its end is drained in the
+/// background to save its HTTP/1 connection (see
+/// [`crate::Builder::drain_on_cancel`]); the release is reported when that
+/// drain ends.
 pub struct HyperBody {
     inner: Option<Incoming>,
     /// The connection the response came over, reported released when the
@@ -176,6 +179,15 @@ impl HyperBody {
         let timer = self.timer.as_mut().expect("armed above");
         ready!(timer.as_mut().poll(cx));
         Poll::Ready(HyperError::timeout(phase, &self.host.key, limit, true))
+    }
+}
+
+impl Drop for HyperBody {
+    fn drop(&mut self) {
+        // Dropped before its end: the connection may be worth a drain.
+        if let Some(inner) = self.inner.take() {
+            crate::drain::body(&self.host, inner, self.held.take());
+        }
     }
 }
 

@@ -32,6 +32,49 @@ pub const DEFAULT_POOL_MAX_IDLE_PER_HOST: usize = DEFAULT_MAX_CONNECTIONS_PER_HO
 pub const DEFAULT_TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 /// Largest `max_connections_per_host` accepted (tokio's semaphore limit).
 pub const MAX_CONNECTIONS_PER_HOST_LIMIT: usize = tokio::sync::Semaphore::MAX_PERMITS;
+/// Most bytes read (and discarded) from an abandoned HTTP/1 response to
+/// save its connection: 64 KiB, a few TCP windows, most of which is usually
+/// in the socket buffers already. Reading it costs less than the handshake
+/// it saves.
+pub const DEFAULT_DRAIN_MAX_BYTES: u64 = 64 * 1024;
+/// Longest an abandoned HTTP/1 response is drained (its head awaited, then
+/// its body read) before its connection is closed instead.
+pub const DEFAULT_DRAIN_MAX_TIME: Duration = Duration::from_secs(1);
+
+/// How much of an abandoned HTTP/1 response is read to keep its connection;
+/// see [`Builder::drain_on_cancel`].
+///
+/// HTTP/1 carries one response at a time: a connection whose response was
+/// not read to its end cannot carry the next request, and hyper closes it.
+/// Reading the rest (and discarding it) in the background puts the
+/// connection back into the pool, as .NET's `HttpClient` does with its
+/// `MaxResponseDrainSize` and `ResponseDrainTimeout`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DrainConfig {
+    /// Most body bytes read; a response with more left (by its
+    /// `Content-Length`, or as it arrives) closes its connection instead.
+    pub max_bytes: u64,
+    /// Longest the drain runs, from the cancel: the wait for the response
+    /// head (if it had not come) and the body together. Must not be zero.
+    pub max_time: Duration,
+}
+
+impl DrainConfig {
+    /// Drains at most `max_bytes` within `max_time`.
+    pub const fn new(max_bytes: u64, max_time: Duration) -> Self {
+        Self {
+            max_bytes,
+            max_time,
+        }
+    }
+}
+
+impl Default for DrainConfig {
+    /// [`DEFAULT_DRAIN_MAX_BYTES`] within [`DEFAULT_DRAIN_MAX_TIME`].
+    fn default() -> Self {
+        Self::new(DEFAULT_DRAIN_MAX_BYTES, DEFAULT_DRAIN_MAX_TIME)
+    }
+}
 
 /// The validated settings of a [`HyperTransport`]; read them back with
 /// [`HyperTransport::config`].
@@ -49,6 +92,7 @@ pub struct Config {
     pub(crate) max_body: Option<u64>,
     pub(crate) http2_prior_knowledge: bool,
     pub(crate) http2_alpn: bool,
+    pub(crate) drain_on_cancel: Option<DrainConfig>,
 }
 
 impl Default for Config {
@@ -66,6 +110,7 @@ impl Default for Config {
             max_body: None,
             http2_prior_knowledge: false,
             http2_alpn: cfg!(feature = "http2"),
+            drain_on_cancel: Some(DrainConfig::default()),
         }
     }
 }
@@ -119,6 +164,10 @@ impl Config {
     pub const fn http2_alpn(&self) -> bool {
         self.http2_alpn
     }
+    /// See [`Builder::drain_on_cancel`].
+    pub const fn drain_on_cancel(&self) -> Option<DrainConfig> {
+        self.drain_on_cancel
+    }
 
     fn validate(&self) -> Result<(), BuildError> {
         for (option, value) in [
@@ -129,6 +178,11 @@ impl Config {
             if value.is_zero() {
                 return Err(BuildError::ZeroTimeout { option });
             }
+        }
+        if self.drain_on_cancel.is_some_and(|d| d.max_time.is_zero()) {
+            return Err(BuildError::ZeroTimeout {
+                option: "drain_on_cancel max_time",
+            });
         }
         if self.pool_idle_timeout == Some(Duration::ZERO) {
             return Err(BuildError::ZeroTimeout {
@@ -302,6 +356,42 @@ impl Builder {
         self
     }
 
+    /// Saves the HTTP/1 connection of a response its caller abandoned, by
+    /// reading the rest of it in the background (and discarding it), up to
+    /// `max_bytes` within `max_time`; `None` closes such a connection at
+    /// once. Default on: [`DrainConfig::default`], 64 KiB within 1 s.
+    ///
+    /// It applies when a [`crate::HyperBody`] is dropped before its end,
+    /// and when a request's future is dropped after a connection took the
+    /// request but before the response head came: the drain then waits for
+    /// the head, then reads the body. A request dropped before any
+    /// connection took it is dropped as before: it is never sent once its
+    /// caller gave up. A body whose `Content-Length` says more than
+    /// `max_bytes` is left is not drained at all, and neither is an
+    /// HTTP/2 response (dropping it resets only its stream), nor one
+    /// dropped outside a tokio runtime. The transport's own timeouts do
+    /// not drain either: the read timeout means the server went silent.
+    ///
+    /// The connection stays in use, for the per-host cap and the pool
+    /// observer, until the drain ends: it is released then and, if the
+    /// response ended within the limits, reused by a later request
+    /// (`Acquired::Reused`). Drains are counted in
+    /// [`crate::TransportSnapshot`].
+    ///
+    /// Why on by default: a cancelled request (a timeout, a hedged
+    /// request that lost, a caller that read only the head) is routine
+    /// for a resilient client, and without draining each one costs a new
+    /// connection (TCP and maybe TLS handshakes, a cold congestion window)
+    /// and server-side churn. The cost is bounded: at most 64 KiB read and
+    /// one short task per abandoned response, and at most one drain per
+    /// open connection, so never more than the per-host cap. Turn it off
+    /// when a connection slot must free the moment its request is
+    /// abandoned, or when every dropped body is known to be large.
+    pub fn drain_on_cancel(mut self, drain: Option<DrainConfig>) -> Self {
+        self.config.drain_on_cancel = drain;
+        self
+    }
+
     /// Speak HTTP/2 from the first byte on every connection, without ALPN
     /// (h2c "prior knowledge" on plain TCP). Default off.
     #[cfg(feature = "http2")]
@@ -434,7 +524,8 @@ mod tests {
                 "Config {{ name: None, connect_timeout: 5s, read_timeout: 30s, \
                  pool_acquire_timeout: 5s, pool_idle_timeout: Some(90s), pool_max_idle_per_host: 100, \
                  max_connections_per_host: 100, tcp_nodelay: true, tcp_keepalive: Some(60s), \
-                 max_body: None, http2_prior_knowledge: false, http2_alpn: {} }}",
+                 max_body: None, http2_prior_knowledge: false, http2_alpn: {}, \
+                 drain_on_cancel: Some(DrainConfig {{ max_bytes: 65536, max_time: 1s }}) }}",
                 cfg!(feature = "http2")
             )
         );
@@ -460,6 +551,21 @@ mod tests {
             .build()
             .unwrap_err();
         assert!(matches!(err, BuildError::MaxConnections { .. }), "{err}");
+        let err = Builder::new()
+            .drain_on_cancel(Some(DrainConfig::new(1024, Duration::ZERO)))
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "drain_on_cancel max_time must be greater than zero"
+        );
+        assert!(
+            Builder::new()
+                .drain_on_cancel(Some(DrainConfig::new(0, Duration::from_millis(1))))
+                .build()
+                .is_ok(),
+            "draining nothing still saves a connection whose body already ended"
+        );
         let err = Builder::new()
             .pool_idle_timeout(Some(Duration::ZERO))
             .build()

@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::config::Config;
+use crate::config::{Config, DrainConfig};
 
 /// Transport-wide counters behind [`crate::HyperTransport::snapshot`].
 #[derive(Debug, Default)]
@@ -32,6 +32,9 @@ pub(crate) struct Stats {
     pub(crate) connections_opened: AtomicU64,
     pub(crate) connections_closed: AtomicU64,
     pub(crate) pool_timeouts: AtomicU64,
+    pub(crate) drains_started: AtomicU64,
+    pub(crate) drains_succeeded: AtomicU64,
+    pub(crate) drains_abandoned: AtomicU64,
     next_connection: AtomicU64,
 }
 
@@ -67,6 +70,9 @@ pub(crate) struct HostState {
     /// request futures and bodies need not carry them.
     pub(crate) read_timeout: Duration,
     pub(crate) max_body: Option<u64>,
+    /// What an abandoned HTTP/1 response may cost to save its connection;
+    /// `None` when draining is off, or every connection speaks HTTP/2.
+    pub(crate) drain: Option<DrainConfig>,
     https: bool,
 }
 
@@ -147,6 +153,7 @@ pub(crate) struct Hosts {
     max: usize,
     read_timeout: Duration,
     max_body: Option<u64>,
+    drain: Option<DrainConfig>,
     pub(crate) stats: Arc<Stats>,
 }
 
@@ -169,6 +176,11 @@ impl Hosts {
             max: config.max_connections_per_host,
             read_timeout: config.read_timeout,
             max_body: config.max_body,
+            // With prior knowledge every connection speaks HTTP/2, where an
+            // abandoned response costs only its stream.
+            drain: config
+                .drain_on_cancel
+                .filter(|_| !config.http2_prior_knowledge),
             stats: Arc::new(Stats::default()),
         }
     }
@@ -214,6 +226,7 @@ impl Hosts {
             stats: self.stats.clone(),
             read_timeout: self.read_timeout,
             max_body: self.max_body,
+            drain: self.drain,
             https,
         });
         entry.push(host.clone());
@@ -244,6 +257,8 @@ pub(crate) struct ConnShared {
     pub(crate) host: Arc<HostState>,
     remote_addr: Option<SocketAddr>,
     opened_at: Instant,
+    /// Speaks HTTP/2: an abandoned response costs only its stream.
+    pub(crate) h2: bool,
     /// Requests carried so far (counted at assignment with a pool observer,
     /// at the response head without); the first one counts as `Acquired::New`.
     uses: AtomicU64,
@@ -443,6 +458,7 @@ impl Conn {
                 host,
                 remote_addr,
                 opened_at: Instant::now(),
+                h2,
                 uses: AtomicU64::new(0),
                 io_failure: AtomicU8::new(IO_OK),
             }),

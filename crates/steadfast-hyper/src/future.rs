@@ -67,7 +67,8 @@ pin_project! {
 }
 
 struct Active {
-    response: hyper_util::client::legacy::ResponseFuture,
+    /// `None` once it finished, or once the transport gave up on it.
+    response: Option<hyper_util::client::legacy::ResponseFuture>,
     in_flight: Arc<InFlight>,
     /// The request's [`steadfast_core::Deadline`], if it has one.
     deadline: Option<Instant>,
@@ -107,7 +108,7 @@ impl ResponseFuture {
         let created = in_flight.created;
         Self {
             state: State::Running(Active {
-                response,
+                response: Some(response),
                 in_flight,
                 deadline,
                 polled: false,
@@ -248,6 +249,18 @@ impl Active {
 impl Drop for Active {
     fn drop(&mut self) {
         if self.polled {
+            // Abandoned by its caller after a connection took the whole
+            // request: waiting for the response may save the connection. A
+            // request not yet taken is dropped with the future, unsent.
+            if let Some(response) = self
+                .response
+                .take_if(|_| self.in_flight.handed_over() && self.in_flight.host.drain.is_some())
+            {
+                // The assignment, if the last poll did not see it yet.
+                self.check_assigned();
+                let held = self.observed.as_mut().and_then(|o| o.held.take());
+                crate::drain::head(&self.in_flight.host, response, held);
+            }
             // Dropped while waiting for a connection: the protocol still wants its one event.
             if self.observed.as_ref().is_some_and(|o| o.acquiring) {
                 self.finish_acquire(Instant::now(), Acquired::Cancelled);
@@ -304,12 +317,16 @@ impl Future for ResponseFuture {
             }
         }
 
-        let polled = Pin::new(&mut active.response).poll(cx);
+        let Some(response) = active.response.as_mut() else {
+            unreachable!("running until the response future finishes")
+        };
+        let polled = Pin::new(response).poll(cx);
         active.check_assigned();
         let out = match polled {
             Poll::Ready(Ok(res)) => match active.held_for(&res) {
                 Ok(held) => {
                     let (host, deadline) = (active.in_flight.host.clone(), active.deadline);
+                    active.response = None;
                     *this.state = State::Done;
                     // Built in the return slot: a response is worth not copying twice.
                     let (parts, incoming) = res.into_parts();
@@ -343,6 +360,9 @@ impl Future for ResponseFuture {
                             // Drop the request first: only then does "never
                             // sent" settle (a connection looking at the body
                             // right now would otherwise race the answer).
+                            // Not drained: the server went silent, or the
+                            // caller's deadline passed.
+                            active.response = None;
                             *this.state = State::Done;
                             let reached = in_flight.may_have_reached_server();
                             let key = &in_flight.host.key;
@@ -354,8 +374,9 @@ impl Future for ResponseFuture {
                 }
             }
         };
-        // Drop the request now: on a timeout this closes its HTTP/1
+        // Drop the request now: on a failure this closes its HTTP/1
         // connection (or resets its HTTP/2 stream) before the release is reported.
+        active.response = None;
         *this.state = State::Done;
         Poll::Ready(out)
     }

@@ -5,6 +5,7 @@ mod body;
 pub mod config;
 mod conn;
 mod connect;
+mod drain;
 mod error;
 mod future;
 mod request;
@@ -13,7 +14,7 @@ mod tls;
 mod transport;
 
 pub use body::HyperBody;
-pub use config::{Builder, Config};
+pub use config::{Builder, Config, DrainConfig};
 pub use conn::ConnectionInfo;
 pub use error::{BuildError, ErrorKind, HyperError};
 pub use transport::{HyperTransport, TransportSnapshot};

@@ -70,6 +70,8 @@ pub(crate) struct InFlight {
     progress: AtomicU64,
     /// The body was dropped before any connection looked at it.
     never_sent: AtomicBool,
+    /// A connection took the whole request: its body said it had ended.
+    handed_over: AtomicBool,
 }
 
 impl InFlight {
@@ -80,6 +82,7 @@ impl InFlight {
             state: AtomicU8::new(IDLE),
             progress: AtomicU64::new(0),
             never_sent: AtomicBool::new(false),
+            handed_over: AtomicBool::new(false),
         })
     }
 
@@ -116,6 +119,13 @@ impl InFlight {
     /// no connection has it: a request still alive might yet be sent.
     pub(crate) fn may_have_reached_server(&self) -> bool {
         !self.never_sent.load(Ordering::Acquire)
+    }
+
+    /// `true` once a connection took the request and the last of its body:
+    /// from then on, letting the exchange finish sends nothing more on the
+    /// caller's behalf.
+    pub(crate) fn handed_over(&self) -> bool {
+        self.handed_over.load(Ordering::Acquire)
     }
 
     /// Stamps the request's progress now.
@@ -174,6 +184,12 @@ impl RequestBody {
             self.in_flight.mark_sent();
         }
     }
+
+    /// hyper learned that the body has ended: the request is all its now.
+    #[inline]
+    fn ended(&self) {
+        self.in_flight.handed_over.store(true, Ordering::Release);
+    }
 }
 
 impl Body for RequestBody {
@@ -187,12 +203,19 @@ impl Body for RequestBody {
         self.look();
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         self.in_flight.stamp(polled.is_pending());
+        if let Poll::Ready(None) = polled {
+            self.ended();
+        }
         polled
     }
 
     fn is_end_stream(&self) -> bool {
         self.look();
-        self.inner.is_end_stream()
+        let end = self.inner.is_end_stream();
+        if end {
+            self.ended();
+        }
+        end
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -264,6 +287,10 @@ mod tests {
         assert_eq!(host.waiting.load(Ordering::Relaxed), 0);
         in_flight.stop_waiting();
         assert_eq!(host.waiting.load(Ordering::Relaxed), 0, "not counted twice");
+        assert!(
+            in_flight.handed_over(),
+            "an empty body is over as soon as hyper asks"
+        );
         drop(body);
         assert!(in_flight.may_have_reached_server(), "it was looked at");
     }
@@ -307,6 +334,7 @@ mod tests {
             in_flight.clone(),
         );
         assert!(!body.is_end_stream());
+        assert!(!in_flight.handed_over(), "the body is still streaming");
         tokio::time::advance(Duration::from_millis(5)).await;
         tx.send(Bytes::from_static(b"a")).await.unwrap();
         assert!(body.frame().await.is_some());
@@ -324,7 +352,9 @@ mod tests {
         assert_eq!(in_flight.progress(), Progress::CallerPending);
         tokio::time::advance(Duration::from_millis(5)).await;
         drop(tx);
+        assert!(!in_flight.handed_over());
         assert!(body.frame().await.is_none());
+        assert!(in_flight.handed_over(), "the end of the body was taken");
         assert_eq!(
             in_flight.progress(),
             Progress::At(created + Duration::from_millis(10))

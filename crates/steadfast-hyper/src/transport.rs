@@ -67,6 +67,27 @@ pub struct TransportSnapshot {
     pub permits_in_use: usize,
     /// Requests that failed with a pool timeout (`ErrorKind::PoolTimeout`).
     pub pool_timeouts: u64,
+    /// Abandoned HTTP/1 responses whose drain started (see
+    /// [`Builder::drain_on_cancel`]); not counted: those whose
+    /// `Content-Length` said more was left than the drain allows.
+    pub drains_started: u64,
+    /// Drains that read their response to the end within the limits: the
+    /// connection went back to the pool.
+    pub drains_succeeded: u64,
+    /// Drains that gave up (too large, too slow, or the exchange failed):
+    /// the connection closed. Running drains are the started ones not yet
+    /// counted as succeeded or abandoned.
+    pub drains_abandoned: u64,
+}
+
+impl TransportSnapshot {
+    /// Drains running now: started, not yet ended. Once it is zero, every
+    /// drained connection has been released to the pool observer.
+    pub const fn drains_running(&self) -> u64 {
+        self.drains_started
+            .saturating_sub(self.drains_succeeded)
+            .saturating_sub(self.drains_abandoned)
+    }
 }
 
 impl HyperTransport {
@@ -131,6 +152,10 @@ impl HyperTransport {
             connections_open: self.inner.hosts.sum(|h| h.open.load(Ordering::Relaxed)),
             permits_in_use: self.pool_permits_in_use(),
             pool_timeouts: stats.pool_timeouts.load(Ordering::Relaxed),
+            drains_started: stats.drains_started.load(Ordering::Relaxed),
+            // Acquire: a drain counted as ended has reported its release.
+            drains_succeeded: stats.drains_succeeded.load(Ordering::Acquire),
+            drains_abandoned: stats.drains_abandoned.load(Ordering::Acquire),
         }
     }
 

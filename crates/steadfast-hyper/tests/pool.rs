@@ -42,7 +42,10 @@ async fn events_follow_the_protocol_for_new_and_reused_connections() {
     let info = res.extensions().get::<ConnectionInfo>().unwrap().clone();
     assert_eq!(info.id(), first, "the idle connection is reused");
     assert_eq!(info.requests(), 2);
-    drop(res); // dropping the body releases the connection too
+    drop(res); // dropping the body releases the connection too...
+    // ...once the 100 bytes left are drained, in the background.
+    assert!(wait_until(|| t.snapshot().drains_running() == 0).await);
+    assert_eq!(t.snapshot().drains_succeeded, 1, "{:?}", t.snapshot());
     assert_eq!(
         rec.events(),
         vec![
@@ -196,10 +199,11 @@ async fn cancelling_1000_requests_at_random_points_leaks_no_slot() {
         task.await.unwrap();
     }
 
-    // Quiescence: every slot still taken belongs to an open connection.
+    // Quiescence: no drain running (each holds its connection until it
+    // ends), and every slot still taken belongs to an open connection.
     let settled = wait_until(|| {
         let s = t.snapshot();
-        s.permits_in_use == s.connections_open
+        s.drains_running() == 0 && s.permits_in_use == s.connections_open
     })
     .await;
     assert!(
@@ -208,6 +212,11 @@ async fn cancelling_1000_requests_at_random_points_leaks_no_slot() {
         t.snapshot()
     );
     assert!(t.pool_permits_in_use() <= CAP);
+    assert!(
+        t.snapshot().drains_succeeded > 0,
+        "some abandoned responses were drained: {:?}",
+        t.snapshot()
+    );
     let c = rec.check_protocol();
     assert!(
         c.cancelled > 0,
