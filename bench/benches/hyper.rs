@@ -2,7 +2,9 @@
 //! per second against the same loopback server, at concurrency 1 and 100,
 //! in one criterion group so the ratio comes from one run. A third line
 //! wraps the bare client in `tokio::time::timeout`, the least a caller adds
-//! to get any timeout; HyperTransport always runs a read timeout.
+//! to get any timeout; HyperTransport always runs a read timeout. A fourth
+//! runs HyperTransport with steadfast-pool's `PoolStats` as its observer:
+//! pool metrics on vs off.
 //!
 //! The server is a minimal hyper HTTP/1.1 server answering `200 ok` on its
 //! own thread and runtime; each client runs on a current-thread runtime on
@@ -119,6 +121,12 @@ fn bench(c: &mut Criterion) {
         .pool_observer(Arc::new(NoopPoolObserver))
         .build()
         .unwrap();
+    // The same transport feeding steadfast-pool's `PoolStats` (issue 8's
+    // "metrics on vs off"): exact pool events plus the counters.
+    let observed = HyperTransport::builder()
+        .pool_observer(steadfast_pool::PoolStats::new())
+        .build()
+        .unwrap();
 
     let mut group = c.benchmark_group("hyper_transport");
     group.throughput(Throughput::Elements(1));
@@ -164,6 +172,23 @@ fn bench(c: &mut Criterion) {
             |b, &n| {
                 b.iter_custom(|iters| {
                     let (t, uri) = (transport.clone(), uri.clone());
+                    rt.block_on(drive(iters, n, move || {
+                        let (t, req) = (t.clone(), request(&uri));
+                        async move {
+                            let res = t.send(req).await.unwrap();
+                            let body = res.into_body().collect().await.unwrap().to_bytes();
+                            assert_eq!(body.len(), 2);
+                        }
+                    }))
+                });
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new("steadfast_hyper_pool_stats", concurrency),
+            &concurrency,
+            |b, &n| {
+                b.iter_custom(|iters| {
+                    let (t, uri) = (observed.clone(), uri.clone());
                     rt.block_on(drive(iters, n, move || {
                         let (t, req) = (t.clone(), request(&uri));
                         async move {
