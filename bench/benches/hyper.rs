@@ -166,40 +166,28 @@ fn bench(c: &mut Criterion) {
                 });
             },
         );
-        group.bench_with_input(
-            BenchmarkId::new("steadfast_hyper", concurrency),
-            &concurrency,
-            |b, &n| {
-                b.iter_custom(|iters| {
-                    let (t, uri) = (transport.clone(), uri.clone());
-                    rt.block_on(drive(iters, n, move || {
-                        let (t, req) = (t.clone(), request(&uri));
-                        async move {
-                            let res = t.send(req).await.unwrap();
-                            let body = res.into_body().collect().await.unwrap().to_bytes();
-                            assert_eq!(body.len(), 2);
-                        }
-                    }))
-                });
-            },
-        );
-        group.bench_with_input(
-            BenchmarkId::new("steadfast_hyper_pool_stats", concurrency),
-            &concurrency,
-            |b, &n| {
-                b.iter_custom(|iters| {
-                    let (t, uri) = (observed.clone(), uri.clone());
-                    rt.block_on(drive(iters, n, move || {
-                        let (t, req) = (t.clone(), request(&uri));
-                        async move {
-                            let res = t.send(req).await.unwrap();
-                            let body = res.into_body().collect().await.unwrap().to_bytes();
-                            assert_eq!(body.len(), 2);
-                        }
-                    }))
-                });
-            },
-        );
+        for (name, t) in [
+            ("steadfast_hyper", &transport),
+            ("steadfast_hyper_pool_stats", &observed),
+        ] {
+            group.bench_with_input(
+                BenchmarkId::new(name, concurrency),
+                &concurrency,
+                |b, &n| {
+                    b.iter_custom(|iters| {
+                        let (t, uri) = (t.clone(), uri.clone());
+                        rt.block_on(drive(iters, n, move || {
+                            let (t, req) = (t.clone(), request(&uri));
+                            async move {
+                                let res = t.send(req).await.unwrap();
+                                let body = res.into_body().collect().await.unwrap().to_bytes();
+                                assert_eq!(body.len(), 2);
+                            }
+                        }))
+                    });
+                },
+            );
+        }
     }
     group.finish();
 }
