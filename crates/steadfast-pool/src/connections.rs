@@ -103,24 +103,35 @@ impl ConnectionTable {
         }
     }
 
-    /// A request that held `id` for `held` gave it back at `now`.
+    /// A request that held `id` for `held` gave it back at `now()`. The
+    /// clock is read only when several requests share the connection
+    /// (HTTP/2), to tell which one ended; with one, it is that one.
     #[inline]
-    pub(crate) fn released(&self, id: ConnectionId, held: Duration, now: Instant) -> Busy {
+    pub(crate) fn released(
+        &self,
+        id: ConnectionId,
+        held: Duration,
+        now: impl FnOnce() -> Instant,
+    ) -> Busy {
         let mut shard = self.shard(id);
         let Some(slot) = shard.get_mut(&id.0) else {
             // Closed while busy: `closed` already ended the busy period.
             return Busy::Unchanged;
         };
-        let start = now.checked_sub(held).unwrap_or(now);
-        let distance = |t: &Instant| {
-            if *t > start { *t - start } else { start - *t }
+        let closest = if slot.started.len() <= 1 {
+            slot.started.first().map(|_| 0)
+        } else {
+            let now = now();
+            let start = now.checked_sub(held).unwrap_or(now);
+            let distance = |t: &Instant| {
+                if *t > start { *t - start } else { start - *t }
+            };
+            slot.started
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, t)| distance(t))
+                .map(|(i, _)| i)
         };
-        let closest = slot
-            .started
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, t)| distance(t))
-            .map(|(i, _)| i);
         let Some(i) = closest else {
             return Busy::Unchanged;
         };
@@ -212,8 +223,8 @@ mod tests {
         assert_eq!(t.acquired(id, start), Busy::Became);
         assert_eq!(t.acquired(id, start + SEC), Busy::Unchanged);
         assert_eq!(busy(&t), vec![(id, 2, Some(start))]);
-        assert_eq!(t.released(id, SEC, start + 2 * SEC), Busy::Unchanged);
-        assert_eq!(t.released(id, 2 * SEC, start + 2 * SEC), Busy::Ended);
+        assert_eq!(t.released(id, SEC, || start + 2 * SEC), Busy::Unchanged);
+        assert_eq!(t.released(id, 2 * SEC, || start + 2 * SEC), Busy::Ended);
         assert_eq!(busy(&t), vec![]);
         assert_eq!(t.closed(id), Some((2, Busy::Unchanged)));
         assert_eq!(t.len(), 0);
@@ -233,20 +244,20 @@ mod tests {
             let start = t0 + i * SEC;
             t.acquired(id, start);
             assert_eq!(busy(&t), vec![(id, 2, Some(t0))]);
-            assert_eq!(t.released(id, SEC / 2, start + SEC / 2), Busy::Unchanged);
+            assert_eq!(t.released(id, SEC / 2, || start + SEC / 2), Busy::Unchanged);
         }
         assert_eq!(busy(&t), vec![(id, 1, Some(t0))]);
         // Overlapping short requests, released out of order.
         let a = t0 + 200 * SEC;
         t.acquired(id, a);
         t.acquired(id, a + SEC);
-        t.released(id, SEC, a + 2 * SEC); // the second one
+        t.released(id, SEC, || a + 2 * SEC); // the second one
         assert_eq!(busy(&t), vec![(id, 2, Some(t0))]);
-        t.released(id, 300 * SEC, t0 + 300 * SEC); // the held one
+        t.released(id, 300 * SEC, || t0 + 300 * SEC); // the held one
         assert_eq!(busy(&t), vec![(id, 1, Some(a))]);
         assert_eq!(t.closed(id), Some((103, Busy::Ended)));
         // A release after the close ends nothing twice.
-        assert_eq!(t.released(id, SEC, a + SEC), Busy::Unchanged);
+        assert_eq!(t.released(id, SEC, || a + SEC), Busy::Unchanged);
     }
 
     #[tokio::test(start_paused = true)]
@@ -258,10 +269,31 @@ mod tests {
         let now = Instant::now();
         assert_eq!(t.acquired(id, now), Busy::Became);
         assert_eq!(t.len(), 1);
-        assert_eq!(t.released(id, Duration::ZERO, now), Busy::Ended);
+        assert_eq!(t.released(id, Duration::ZERO, || now), Busy::Ended);
         assert_eq!(t.len(), 0);
         // A release for a connection never seen is ignored.
-        assert_eq!(t.released(ConnectionId(99), SEC, now), Busy::Unchanged);
+        assert_eq!(t.released(ConnectionId(99), SEC, || now), Busy::Unchanged);
         assert_eq!(t.len(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_request_is_retired_without_reading_the_clock() {
+        let t = ConnectionTable::new();
+        let id = ConnectionId(4);
+        t.opened(id);
+        assert_eq!(t.acquired(id, Instant::now()), Busy::Became);
+        let unread = || -> Instant { panic!("the clock was read for a lone request") };
+        assert_eq!(t.released(id, SEC, unread), Busy::Ended);
+        // Two on one connection (HTTP/2): the clock tells them apart.
+        let t0 = Instant::now();
+        t.acquired(id, t0);
+        t.acquired(id, t0 + SEC);
+        let mut read = false;
+        let now = || {
+            read = true;
+            t0 + 3 * SEC
+        };
+        assert_eq!(t.released(id, 2 * SEC, now), Busy::Unchanged);
+        assert!(read);
     }
 }

@@ -334,7 +334,7 @@ impl HostObserver for HostStats {
     #[inline]
     fn connection_released(&self, id: ConnectionId, held: Duration) {
         if let Some(table) = &self.connections {
-            self.count_busy(table.released(id, held, Instant::now()));
+            self.count_busy(table.released(id, held, Instant::now));
         }
         self.hold_time.record_duration(held);
     }
