@@ -156,7 +156,7 @@ async fn timeouts(server: &FaultServer) -> Result<(), BoxError> {
     let mut req = get(&server.url("/status/200"));
     Deadline::after(Duration::from_millis(50)).apply(&mut req);
     let err = one.send(req).await.expect_err("no slot in 50 ms");
-    show("total (deadline)", &err);
+    show("total, no slot yet", &err);
     let _ = busy.await?;
 
     let busy = occupy(&one, server, 400).await;
