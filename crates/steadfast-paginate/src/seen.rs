@@ -2,7 +2,8 @@
 //! of the fingerprints of recent pages.
 
 use std::collections::{HashSet, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::fmt;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
 use http::Uri;
 
@@ -92,40 +93,32 @@ fn hash(uri: &Uri) -> u64 {
     h.finish()
 }
 
-/// A 64-bit hash of a sequence of byte strings, eight bytes at a time, with
-/// a final avalanche so that every bit depends on every input bit (the set
-/// takes its bucket from the low bits and its tag from the high ones).
-#[derive(Debug, Default)]
-pub(crate) struct Hash64(u64);
+/// A 64-bit hash of a sequence of byte strings: foldhash with a fixed seed,
+/// so that fingerprints do not depend on the process.
+pub(crate) struct Hash64(foldhash::fast::FoldHasher<'static>);
+
+impl Default for Hash64 {
+    fn default() -> Self {
+        Self(foldhash::fast::FixedState::with_seed(0).build_hasher())
+    }
+}
+
+impl fmt::Debug for Hash64 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Hash64").field(&self.0.finish()).finish()
+    }
+}
 
 impl Hash64 {
-    const K: u64 = 0x9e37_79b9_7f4a_7c15;
-
-    fn mix(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(23) ^ word).wrapping_mul(Self::K);
-    }
-
     /// Adds one part. Its length ends it, so that ("ab", "c") and
     /// ("a", "bc") differ.
     pub(crate) fn part(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            self.mix(u64::from_le_bytes(chunk.try_into().unwrap_or_default()));
-        }
-        let mut tail = [0u8; 8];
-        tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-        self.mix(u64::from_le_bytes(tail));
-        self.mix(bytes.len() as u64);
+        self.0.write(bytes);
+        self.0.write_usize(bytes.len());
     }
 
-    /// MurmurHash3's 64-bit finalizer over the state.
-    pub(crate) const fn finish(&self) -> u64 {
-        let mut h = self.0;
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^ (h >> 33)
+    pub(crate) fn finish(&self) -> u64 {
+        self.0.finish()
     }
 }
 
