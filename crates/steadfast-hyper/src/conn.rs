@@ -8,7 +8,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -73,6 +73,11 @@ pub(crate) struct HostState {
     /// What an abandoned HTTP/1 response may cost to save its connection;
     /// `None` when draining is off, or every connection speaks HTTP/2.
     pub(crate) drain: Option<DrainConfig>,
+    /// A connection to this host spoke HTTP/2 (or all do: prior knowledge).
+    /// Its socket is driven by another task than the one that takes
+    /// requests, so the pool events need hyper-util's capture there (see
+    /// [`crate::request`]).
+    pub(crate) h2: AtomicBool,
     https: bool,
 }
 
@@ -154,6 +159,8 @@ pub(crate) struct Hosts {
     read_timeout: Duration,
     max_body: Option<u64>,
     drain: Option<DrainConfig>,
+    /// Every connection speaks HTTP/2 (prior knowledge).
+    h2: bool,
     pub(crate) stats: Arc<Stats>,
 }
 
@@ -182,6 +189,7 @@ impl Hosts {
                 .drain_on_cancel
                 .filter(|_| !config.http2_prior_knowledge),
             stats: Arc::new(Stats::default()),
+            h2: config.http2_prior_knowledge,
         }
     }
 
@@ -227,6 +235,7 @@ impl Hosts {
             read_timeout: self.read_timeout,
             max_body: self.max_body,
             drain: self.drain,
+            h2: AtomicBool::new(self.h2),
             https,
         });
         entry.push(host.clone());
@@ -264,6 +273,16 @@ pub(crate) struct ConnShared {
     uses: AtomicU64,
     /// Which direction of the IO failed first, if any.
     io_failure: AtomicU8,
+}
+
+impl fmt::Debug for ConnShared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnShared")
+            .field("id", &self.id)
+            .field("host", &self.host.key)
+            .field("h2", &self.h2)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ConnShared {
@@ -415,6 +434,8 @@ pub(crate) struct Conn {
     io: TokioIo<Stream>,
     shared: Arc<ConnShared>,
     h2: bool,
+    /// HTTP/1 with a pool observer: see [`Conn::claim_taken`].
+    claims: bool,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -450,6 +471,10 @@ impl Conn {
             network.protocol.version = if h2 { "2" } else { "1.1" },
             "connection opened"
         );
+        if h2 {
+            host.h2.store(true, Ordering::Relaxed);
+        }
+        let claims = !h2 && host.observer.is_some();
         let remote_addr = stream.tcp().peer_addr().ok();
         Self {
             io: TokioIo::new(stream),
@@ -463,7 +488,18 @@ impl Conn {
                 io_failure: AtomicU8::new(IO_OK),
             }),
             h2,
+            claims,
             _permit: permit,
+        }
+    }
+
+    /// With a pool observer, an HTTP/1 connection claims the requests its
+    /// task just took (see [`crate::request`]); an HTTP/2 socket runs in a
+    /// task of its own.
+    #[inline]
+    fn claim_taken(&self) {
+        if self.claims {
+            crate::request::bind_taken(&self.shared);
         }
     }
 
@@ -516,6 +552,7 @@ impl Read for Conn {
         buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        this.claim_taken();
         let r = Pin::new(&mut this.io).poll_read(cx, buf);
         this.note(IO_READ_FAILED, r)
     }
@@ -528,6 +565,7 @@ impl Write for Conn {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        this.claim_taken();
         let r = Pin::new(&mut this.io).poll_write(cx, buf);
         this.note(IO_WRITE_FAILED, r)
     }
@@ -538,6 +576,7 @@ impl Write for Conn {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        this.claim_taken();
         let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
         this.note(IO_WRITE_FAILED, r)
     }
@@ -548,6 +587,7 @@ impl Write for Conn {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        this.claim_taken();
         let r = Pin::new(&mut this.io).poll_flush(cx);
         this.note(IO_WRITE_FAILED, r)
     }

@@ -14,11 +14,15 @@
 //! On a timeout the request is dropped before `may_have_reached_server`
 //! is decided: only then is "its body was never looked at" final.
 //!
-//! With a pool observer, the exact moment the pool hands the request a
-//! connection comes from hyper-util's `capture_connection`, which it fills
-//! synchronously while we poll its response future: after every poll we
-//! look at the capture, and the first time it is filled is the assignment.
-//! Without an observer nothing of this runs.
+//! With a pool observer, the connection that takes an HTTP/1 request
+//! reports the acquisition itself (see [`crate::request`]); this future
+//! reports the rest: the start of the wait, a wait that ends without a
+//! connection, and the hold it hands to the response body. For hosts
+//! known to speak HTTP/2, the connection comes from hyper-util's
+//! `capture_connection`, which it fills synchronously while we poll its
+//! response future: after every poll we look at the capture. A request no
+//! connection claimed is bound, at the latest, by the connection its
+//! response names. Without an observer nothing of this runs.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -73,20 +77,8 @@ struct Active {
     /// The request's [`steadfast_core::Deadline`], if it has one.
     deadline: Option<Instant>,
     polled: bool,
-    /// Only with a pool observer (boxed: the future stays small without one).
-    observed: Option<Box<Observed>>,
-}
-
-/// The pool-event bookkeeping of a request whose host has an observer.
-struct Observed {
-    capture: CaptureConnection,
-    /// The first poll: the wait for a connection starts.
-    started: Instant,
-    /// `Some` once the pool assigned a connection.
-    held: Option<Held>,
-    /// `true` from the first poll until `acquire_finished` is reported; a
-    /// drop in between reports `Cancelled`. A future never polled reports nothing.
-    acquiring: bool,
+    /// Only with a pool observer, on a host known to speak HTTP/2.
+    capture: Option<CaptureConnection>,
 }
 
 impl ResponseFuture {
@@ -98,29 +90,20 @@ impl ResponseFuture {
         }
     }
 
-    /// `capture` is `Some` exactly when the host has a pool observer.
+    /// `capture`: see [`Active::capture`].
     pub(crate) fn start(
         response: hyper_util::client::legacy::ResponseFuture,
         in_flight: Arc<InFlight>,
         capture: Option<CaptureConnection>,
         deadline: Option<Instant>,
     ) -> Self {
-        let created = in_flight.created;
         Self {
             state: State::Running(Active {
                 response: Some(response),
                 in_flight,
                 deadline,
                 polled: false,
-                observed: capture.map(|capture| {
-                    Box::new(Observed {
-                        capture,
-                        // Set again by the first poll, when the wait starts.
-                        started: created,
-                        held: None,
-                        acquiring: false,
-                    })
-                }),
+                capture,
             }),
             timer: Timer::Idle,
         }
@@ -132,42 +115,23 @@ impl Active {
         &self.in_flight.host
     }
 
-    /// Reports the end of the wait for a connection, once.
-    fn finish_acquire(&mut self, now: Instant, result: Acquired) {
-        if let Some(o) = &mut self.observed
-            && o.acquiring
-        {
-            o.acquiring = false;
-            if let Some(observer) = &self.in_flight.host.observer {
-                observer.acquire_finished(now.saturating_duration_since(o.started), result);
-            }
-        }
-    }
-
     /// Looks for the assignment hyper-util records in the capture.
-    fn check_assigned(&mut self) {
-        let Some(o) = &mut self.observed else { return };
-        if o.held.is_some() {
+    fn check_assigned(&self) {
+        let Some(capture) = &self.capture else { return };
+        if !self.in_flight.acquiring() {
             return;
         }
-        let Some(info) = connection_info(o.capture.connection_metadata().as_ref()) else {
-            return;
-        };
-        let now = Instant::now();
-        let conn = info.0;
-        let result = if conn.assign() {
-            Acquired::New(conn.id)
-        } else {
-            Acquired::Reused(conn.id)
-        };
-        o.held = Some(Held::observed(conn, now));
-        self.finish_acquire(now, result);
+        if let Some(info) = connection_info(capture.connection_metadata().as_ref()) {
+            self.in_flight.bind(&info.0, Instant::now());
+        }
     }
 
-    /// The request failed: the error, typed by how far it got.
-    fn failed(&mut self, e: hyper_util::client::legacy::Error) -> HyperError {
-        let conn = match self.observed.as_mut().and_then(|o| o.held.take()) {
-            Some(h) => Some(h.conn.clone()),
+    /// The request failed: the error, typed by how far it got, and the
+    /// hold on its connection if one was reported acquired (dropped after
+    /// the request, it reports the release).
+    fn failed(&mut self, e: hyper_util::client::legacy::Error) -> (HyperError, Option<Held>) {
+        let conn = match self.in_flight.bound_conn() {
+            Some(conn) => Some(conn.clone()),
             None => connection_info(e.connect_info()).map(|c| c.0),
         };
         let err = match conn {
@@ -179,7 +143,6 @@ impl Active {
             Some(_) => failed_unsent(self.host(), e),
             None => failed_before_assignment(self.host(), e),
         };
-        // Reported already if the capture showed the assignment.
         let result = match err.kind() {
             ErrorKind::PoolTimeout { open, max } => {
                 let host = self.host();
@@ -194,24 +157,31 @@ impl Active {
             }
             _ => Acquired::Failed,
         };
-        self.finish_acquire(Instant::now(), result);
-        err
+        (err, self.in_flight.settle(result))
     }
 
     /// The hold the response's body takes over.
-    fn held_for(&mut self, res: &Response<Incoming>) -> Result<Option<Held>, HyperError> {
-        let Some(o) = &mut self.observed else {
-            let info = res.extensions().get::<ConnectionInfo>();
+    fn held_for(&self, res: &Response<Incoming>) -> Result<Option<Held>, HyperError> {
+        let info = res.extensions().get::<ConnectionInfo>();
+        if self.host().observer.is_none() {
             return Ok(info.map(|c| {
                 // Counted here rather than at assignment: nobody watches the difference.
                 c.0.assign();
                 Held::unobserved(c.0.clone())
             }));
-        };
-        if let Some(held) = o.held.take() {
+        }
+        // No connection claimed the request (an HTTP/2 socket runs in a
+        // task of its own): the response names it.
+        if let Some(info) = info
+            && self.in_flight.acquiring()
+        {
+            let at = self.in_flight.taken_at().unwrap_or_else(Instant::now);
+            self.in_flight.bind(&info.0, at);
+        }
+        if let Some(held) = self.in_flight.take_hold() {
             return Ok(Some(held));
         }
-        self.finish_acquire(Instant::now(), Acquired::Failed);
+        drop(self.in_flight.settle(Acquired::Failed));
         Err(unassigned_response(self.host()))
     }
 
@@ -252,18 +222,20 @@ impl Drop for Active {
             // Abandoned by its caller after a connection took the whole
             // request: waiting for the response may save the connection. A
             // request not yet taken is dropped with the future, unsent.
-            if let Some(response) = self
-                .response
-                .take_if(|_| self.in_flight.handed_over() && self.in_flight.host.drain.is_some())
-            {
-                // The assignment, if the last poll did not see it yet.
-                self.check_assigned();
-                let held = self.observed.as_mut().and_then(|o| o.held.take());
-                crate::drain::head(&self.in_flight.host, response, held);
-            }
-            // Dropped while waiting for a connection: the protocol still wants its one event.
-            if self.observed.as_ref().is_some_and(|o| o.acquiring) {
-                self.finish_acquire(Instant::now(), Acquired::Cancelled);
+            let draining = self.in_flight.handed_over() && self.in_flight.host.drain.is_some();
+            let response = self.response.take();
+            // The assignment, if the last poll did not see it yet.
+            self.check_assigned();
+            // Dropped while waiting for a connection: the protocol still
+            // wants its one event. Otherwise the hold, to release.
+            let held = self.in_flight.settle(Acquired::Cancelled);
+            match response {
+                Some(response) if draining => {
+                    crate::drain::head(&self.in_flight.host, response, held);
+                }
+                // The request goes first: it closes the connection or stream
+                // before the release is reported.
+                response => drop((response, held)),
             }
             self.in_flight.stop_waiting();
         }
@@ -308,13 +280,7 @@ impl Future for ResponseFuture {
         if first {
             active.polled = true;
             active.in_flight.start_waiting();
-            if let Some(o) = &mut active.observed {
-                o.started = Instant::now();
-                o.acquiring = true;
-                if let Some(observer) = &active.in_flight.host.observer {
-                    observer.acquire_started();
-                }
-            }
+            active.in_flight.start_acquire();
         }
 
         let Some(response) = active.response.as_mut() else {
@@ -335,7 +301,16 @@ impl Future for ResponseFuture {
                 }
                 Err(err) => Err(err),
             },
-            Poll::Ready(Err(e)) => Err(active.failed(e)),
+            Poll::Ready(Err(e)) => {
+                let (err, held) = active.failed(e);
+                // The request goes first: on a failure this closes its
+                // HTTP/1 connection (or resets its HTTP/2 stream) before
+                // the release is reported.
+                active.response = None;
+                *this.state = State::Done;
+                drop(held);
+                return Poll::Ready(Err(err));
+            }
             Poll::Pending => {
                 if first {
                     // The earliest the read timeout could end: a full one after
@@ -353,9 +328,7 @@ impl Future for ResponseFuture {
                     match active.on_timer(Instant::now()) {
                         Ok(at) => this.timer.as_mut().arm(at),
                         Err((phase, limit)) => {
-                            if active.observed.is_some() {
-                                active.finish_acquire(Instant::now(), Acquired::TimedOut);
-                            }
+                            let held = active.in_flight.settle(Acquired::TimedOut);
                             let in_flight = active.in_flight.clone();
                             // Drop the request first: only then does "never
                             // sent" settle (a connection looking at the body
@@ -364,6 +337,7 @@ impl Future for ResponseFuture {
                             // caller's deadline passed.
                             active.response = None;
                             *this.state = State::Done;
+                            drop(held);
                             let reached = in_flight.may_have_reached_server();
                             let key = &in_flight.host.key;
                             return Poll::Ready(Err(HyperError::timeout(

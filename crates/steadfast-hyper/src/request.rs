@@ -17,11 +17,24 @@
 //! body has no frame ready, the read timeout waits for it too: that time
 //! is the caller's. Noticing all this costs a clock read per body frame on
 //! the connection's task, and no allocation beyond the one [`InFlight`].
+//!
+//! With a pool observer, the same moment tells which connection took the
+//! request, so the pool events are exact without asking hyper-util to
+//! capture the connection (a watch channel per request). An HTTP/1
+//! connection takes a request and writes it in one poll of its own task:
+//! the body, looked at first, leaves the request in a per-thread list
+//! ([`taken`]), and the connection's next read or write in that same task
+//! claims it ([`bind_taken`]). A request nobody claimed (its connection
+//! speaks HTTP/2, whose socket another task drives) is bound by the
+//! connection hyper-util names on its response, or for hosts known to
+//! speak HTTP/2, by hyper-util's capture (see [`crate::future`]). However
+//! the connection is learnt, [`InFlight::bind`] reports the acquisition
+//! once, and [`InFlight::settle`] ends a wait that found no connection.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -29,9 +42,11 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use steadfast_core::BoxError;
+use steadfast_core::pool::Acquired;
 use tokio::time::Instant;
 
-use crate::conn::HostState;
+use crate::body::Held;
+use crate::conn::{ConnShared, HostState};
 
 /// Not polled yet: not counted as waiting.
 const IDLE: u8 = 0;
@@ -44,6 +59,18 @@ const GONE: u8 = 3;
 
 /// In [`InFlight::progress`]: the caller's body has no frame ready.
 const CALLER_PENDING: u64 = 1 << 63;
+
+// Where the request stands with the pool observer, in `InFlight::acquire`.
+/// No observer, or not polled yet: nothing to report.
+const ACQ_NONE: u8 = 0;
+/// `acquire_started` was reported; no connection yet.
+const ACQ_WAITING: u8 = 1;
+/// A connection was reported acquired; nobody holds it yet.
+const ACQ_BOUND: u8 = 2;
+/// The request side took the hold: it reports the release.
+const ACQ_HELD: u8 = 3;
+/// The wait ended without a connection, and was reported so.
+const ACQ_ENDED: u8 = 4;
 
 /// Where the request stands, as far as the read timeout cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,10 +99,23 @@ pub(crate) struct InFlight {
     never_sent: AtomicBool,
     /// A connection took the whole request: its body said it had ended.
     handed_over: AtomicBool,
+    /// The stamp (as in `progress`) of the moment a connection took the
+    /// request; zero before.
+    taken: AtomicU64,
+    /// With a pool observer: `ACQ_*`.
+    acquire: AtomicU8,
+    /// The connection reported acquired, set before `ACQ_BOUND`.
+    conn: OnceLock<Arc<ConnShared>>,
+    /// The stamp of the acquisition, set before `ACQ_BOUND`.
+    bound_at: AtomicU64,
+    /// With a pool observer, on a host not known to speak HTTP/2: the
+    /// connection that takes the request claims it (see [`taken`]).
+    claim_on_take: bool,
 }
 
 impl InFlight {
-    pub(crate) fn new(host: Arc<HostState>, created: Instant) -> Arc<Self> {
+    /// `claim_on_take`: see the field; only with a pool observer.
+    pub(crate) fn new(host: Arc<HostState>, created: Instant, claim_on_take: bool) -> Arc<Self> {
         Arc::new(Self {
             host,
             created,
@@ -83,6 +123,11 @@ impl InFlight {
             progress: AtomicU64::new(0),
             never_sent: AtomicBool::new(false),
             handed_over: AtomicBool::new(false),
+            taken: AtomicU64::new(0),
+            acquire: AtomicU8::new(ACQ_NONE),
+            conn: OnceLock::new(),
+            bound_at: AtomicU64::new(0),
+            claim_on_take,
         })
     }
 
@@ -109,7 +154,7 @@ impl InFlight {
         match self.progress.load(Ordering::Acquire) {
             0 => Progress::Unsent,
             n if n & CALLER_PENDING != 0 => Progress::CallerPending,
-            n => Progress::At(self.created + Duration::from_nanos(n - 1)),
+            n => Progress::At(self.instant_of(n)),
         }
     }
 
@@ -128,26 +173,125 @@ impl InFlight {
         self.handed_over.load(Ordering::Acquire)
     }
 
-    /// Stamps the request's progress now.
-    fn stamp(&self, caller_pending: bool) {
-        let nanos = Instant::now()
-            .saturating_duration_since(self.created)
-            .as_nanos();
-        let mut stamp = u64::try_from(nanos)
+    /// The future's first poll, with a pool observer: the wait for a
+    /// connection starts (it is counted from `send`, when `created` was read).
+    pub(crate) fn start_acquire(&self) {
+        if let Some(observer) = &self.host.observer {
+            self.acquire.store(ACQ_WAITING, Ordering::Release);
+            observer.acquire_started();
+        }
+    }
+
+    /// `true` while the request waits for a connection to be reported.
+    pub(crate) fn acquiring(&self) -> bool {
+        self.acquire.load(Ordering::Acquire) == ACQ_WAITING
+    }
+
+    /// The connection reported acquired, if any.
+    pub(crate) fn bound_conn(&self) -> Option<&Arc<ConnShared>> {
+        self.conn.get()
+    }
+
+    /// `conn` took the request at `at`: reports the acquisition, once, unless
+    /// the request stopped waiting first (then it was reported as that).
+    pub(crate) fn bind(&self, conn: &Arc<ConnShared>, at: Instant) {
+        let Some(observer) = &self.host.observer else {
+            return;
+        };
+        if self.acquire.load(Ordering::Acquire) != ACQ_WAITING
+            || self.conn.set(conn.clone()).is_err()
+        {
+            return;
+        }
+        let stamp = self.stamp_of(at);
+        self.bound_at.store(stamp, Ordering::Relaxed);
+        if self
+            .acquire
+            .compare_exchange(ACQ_WAITING, ACQ_BOUND, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            let result = if conn.assign() {
+                Acquired::New(conn.id)
+            } else {
+                Acquired::Reused(conn.id)
+            };
+            observer.acquire_finished(at.saturating_duration_since(self.created), result);
+        }
+    }
+
+    /// The hold on the connection reported acquired, once: its drop
+    /// reports the release.
+    pub(crate) fn take_hold(&self) -> Option<Held> {
+        self.acquire
+            .compare_exchange(ACQ_BOUND, ACQ_HELD, Ordering::AcqRel, Ordering::Acquire)
+            .ok()?;
+        let conn = self.conn.get()?.clone();
+        let since = self.instant_of(self.bound_at.load(Ordering::Relaxed));
+        Some(Held::observed(conn, since))
+    }
+
+    /// The request stops waiting, by failure, timeout or cancellation: if
+    /// no connection was reported, reports `result` now; if one was, hands
+    /// back its hold (to drop, which reports the release, or to drain).
+    pub(crate) fn settle(&self, result: Acquired) -> Option<Held> {
+        match self.acquire.compare_exchange(
+            ACQ_WAITING,
+            ACQ_ENDED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => {
+                if let Some(observer) = &self.host.observer {
+                    let wait = self.created.elapsed();
+                    observer.acquire_finished(wait, result);
+                }
+                None
+            }
+            Err(ACQ_BOUND) => self.take_hold(),
+            Err(_) => None,
+        }
+    }
+
+    /// Stamps the request's progress now; returns the stamp.
+    fn stamp(&self, caller_pending: bool) -> u64 {
+        let stamp = self.stamp_of(Instant::now());
+        let stored = if caller_pending {
+            stamp | CALLER_PENDING
+        } else {
+            stamp
+        };
+        self.progress.store(stored, Ordering::Release);
+        stamp
+    }
+
+    /// `at` as a stamp: nanoseconds since `created`, plus one (never zero).
+    fn stamp_of(&self, at: Instant) -> u64 {
+        let nanos = at.saturating_duration_since(self.created).as_nanos();
+        u64::try_from(nanos)
             .unwrap_or(u64::MAX)
             .min(CALLER_PENDING - 2)
-            + 1;
-        if caller_pending {
-            stamp |= CALLER_PENDING;
+            + 1
+    }
+
+    /// The instant a stamp stands for.
+    fn instant_of(&self, stamp: u64) -> Instant {
+        self.created + Duration::from_nanos((stamp & !CALLER_PENDING).saturating_sub(1))
+    }
+
+    /// When a connection took the request, if one did.
+    pub(crate) fn taken_at(&self) -> Option<Instant> {
+        match self.taken.load(Ordering::Acquire) {
+            0 => None,
+            stamp => Some(self.instant_of(stamp)),
         }
-        self.progress.store(stamp, Ordering::Release);
     }
 
     /// Called through the body by hyper's connection task, first thing
     /// before it writes the request.
     fn mark_sent(&self) {
         // The time first, so that whoever sees `SENT` finds it.
-        self.stamp(false);
+        let stamp = self.stamp(false);
+        self.taken.store(stamp, Ordering::Release);
         if self
             .state
             .compare_exchange(WAITING, SENT, Ordering::AcqRel, Ordering::Relaxed)
@@ -182,6 +326,9 @@ impl RequestBody {
         if !self.seen.get() {
             self.seen.set(true);
             self.in_flight.mark_sent();
+            if self.in_flight.claim_on_take {
+                taken(&self.in_flight);
+            }
         }
     }
 
@@ -240,6 +387,52 @@ impl std::fmt::Debug for RequestBody {
     }
 }
 
+thread_local! {
+    /// Requests taken by a connection during the current poll of its task,
+    /// with that task, waiting for the connection's next read or write.
+    static TAKEN: RefCell<Vec<(tokio::task::Id, Arc<InFlight>)>> = const { RefCell::new(Vec::new()) };
+    /// `TAKEN` is not empty: the one check every read and write pays.
+    static ANY_TAKEN: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A connection's task took `in_flight`: leaves it for that connection to
+/// claim in the same poll. Entries of other tasks are stale (their poll
+/// ended unclaimed: those requests are bound by their response) and go.
+fn taken(in_flight: &Arc<InFlight>) {
+    let Some(task) = tokio::task::try_id() else {
+        return;
+    };
+    TAKEN.with_borrow_mut(|list| {
+        list.retain(|(t, _)| *t == task);
+        list.push((task, in_flight.clone()));
+    });
+    ANY_TAKEN.set(true);
+}
+
+/// Called by a connection's IO on every read and write: binds to `conn`
+/// the requests its own task just took. One thread-local read otherwise.
+#[inline]
+pub(crate) fn bind_taken(conn: &Arc<ConnShared>) {
+    if ANY_TAKEN.get() {
+        claim(conn);
+    }
+}
+
+#[cold]
+fn claim(conn: &Arc<ConnShared>) {
+    let task = tokio::task::try_id();
+    ANY_TAKEN.set(false);
+    TAKEN.with_borrow_mut(|list| {
+        for (t, in_flight) in list.drain(..) {
+            if Some(t) == task
+                && let Some(at) = in_flight.taken_at()
+            {
+                in_flight.bind(conn, at);
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -269,7 +462,7 @@ mod tests {
     async fn the_first_look_at_the_body_marks_the_request_sent_once() {
         let host = host();
         let created = Instant::now();
-        let in_flight = InFlight::new(host.clone(), created);
+        let in_flight = InFlight::new(host.clone(), created, false);
         let body = body(&in_flight);
         in_flight.start_waiting();
         assert_eq!(host.waiting.load(Ordering::Relaxed), 1);
@@ -298,7 +491,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_body_dropped_unseen_was_never_sent() {
         let host = host();
-        let in_flight = InFlight::new(host.clone(), Instant::now());
+        let in_flight = InFlight::new(host.clone(), Instant::now(), false);
         let unseen = body(&in_flight);
         // Never polled: nothing counted, nothing to undo.
         in_flight.stop_waiting();
@@ -312,7 +505,7 @@ mod tests {
 
         // Given up while waiting, then looked at by a connection that had
         // already taken it: it may have been sent, and counts once.
-        let in_flight = InFlight::new(host.clone(), Instant::now());
+        let in_flight = InFlight::new(host.clone(), Instant::now(), false);
         let late = body(&in_flight);
         in_flight.start_waiting();
         in_flight.stop_waiting();
@@ -327,7 +520,7 @@ mod tests {
     async fn each_frame_moves_the_progress_and_a_pending_caller_body_pauses_it() {
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
         let created = Instant::now();
-        let in_flight = InFlight::new(host(), created);
+        let in_flight = InFlight::new(host(), created, false);
         in_flight.start_waiting();
         let mut body = RequestBody::new(
             Chan(rx).map_err(Into::into).boxed_unsync(),

@@ -196,12 +196,12 @@ impl Inner {
         };
         self.hosts.stats.requests.fetch_add(1, Ordering::Relaxed);
         let deadline = Deadline::of(&req).map(Deadline::instant);
-        // Exact pool events cost a capture channel per request: only for an observer.
-        let capture = host
-            .observer
-            .is_some()
-            .then(|| capture_connection(&mut req));
-        let in_flight = InFlight::new(host, Instant::now());
+        // With a pool observer, an HTTP/1 connection claims the request it
+        // takes; an HTTP/2 one needs hyper-util's capture (see `request`).
+        let observed = host.observer.is_some();
+        let capture =
+            (observed && host.h2.load(Ordering::Relaxed)).then(|| capture_connection(&mut req));
+        let in_flight = InFlight::new(host, Instant::now(), observed && capture.is_none());
         let sent = in_flight.clone();
         let req = req.map(|b| RequestBody::new(b.map_err(Into::into).boxed_unsync(), sent));
         let response = self.client.request(req);

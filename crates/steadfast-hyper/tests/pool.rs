@@ -73,6 +73,60 @@ async fn events_follow_the_protocol_for_new_and_reused_connections() {
     );
 }
 
+/// The acquisition is reported when a connection takes the request, not
+/// when the response comes back: while the server sits on the head, the
+/// connection is in use. HTTP/1 connections claim the request they take;
+/// on HTTP/2 the capture names the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_acquisition_is_reported_before_the_response_head() {
+    let server = FaultServer::start().await;
+    let builders = [
+        ("HTTP/1.1", HyperTransport::builder()),
+        #[cfg(feature = "http2")]
+        ("h2c", HyperTransport::builder().http2_prior_knowledge()),
+    ];
+    for (protocol, builder) in builders {
+        let rec = Recorder::new();
+        let t = builder
+            .pool_observer(common::observer(&rec))
+            .build()
+            .unwrap();
+        for round in ["a new connection", "a reused one"] {
+            rec.clear();
+            let slow = tokio::spawn({
+                let t = t.clone();
+                let url = server.url("/slow?ms=400");
+                async move { t.send(get(&url)).await }
+            });
+            let acquired = wait_until(|| {
+                rec.events()
+                    .iter()
+                    .any(|e| matches!(e, Event::Finished(a) if a.connection().is_some()))
+            })
+            .await;
+            assert!(acquired, "{protocol}, {round}: {:?}", rec.events());
+            assert!(
+                !slow.is_finished(),
+                "{protocol}, {round}: reported only with the response"
+            );
+            let res = slow.await.unwrap().unwrap();
+            let id = res.extensions().get::<ConnectionInfo>().unwrap().id();
+            read_all(res.into_body()).await.unwrap();
+            let events = rec.events();
+            let want = if round == "a new connection" {
+                Acquired::New(id)
+            } else {
+                Acquired::Reused(id)
+            };
+            assert!(
+                events.contains(&Event::Finished(want))
+                    && events.last() == Some(&Event::Released(id)),
+                "{protocol}, {round}: {events:?}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn failed_connects_finish_the_acquire_as_failed() {
     let addr = std::net::TcpListener::bind("127.0.0.1:0")
