@@ -1,7 +1,8 @@
 //! Retry, success path: what a healthy call pays for being retryable.
 //! steadfast's `Retry` layer over a ready no-op transport, side by side with
 //! backon's `Retryable` and `tower::retry::Retry` (with a status policy)
-//! around the same call.
+//! around the same call; and steadfast's generic `retry` executor with
+//! backon's own closure, which rebuilds the request on each attempt.
 //!
 //! `cargo bench -p steadfast-bench --bench retry -- --warm-up-time 1 --measurement-time 3`
 //!
@@ -32,7 +33,7 @@ use backon::{ExponentialBuilder, Retryable};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion};
 use http::{Request, Response, Uri};
-use steadfast_backoff::{RetryConfig, RetryLayer};
+use steadfast_backoff::{Backoff, RetryConfig, RetryLayer};
 use steadfast_core::{Outcome, Transport, TransportExt};
 use tower::{Service, ServiceExt};
 
@@ -221,6 +222,26 @@ fn success_path(mut g: Runner<'_>) {
             )
             .unwrap()
         });
+
+        // The generic executor, with the same closure as backon: the
+        // operation rebuilds its request, so there is no copy to keep.
+        g.bench_function(
+            format!("steadfast: retry(), exponential, as backon ({shape})"),
+            || {
+                ready(steadfast_backoff::retry(
+                    || async {
+                        let res = Noop.send(black_box(request(&uri, headers))).await?;
+                        if res.status().is_server_error() {
+                            return Err(io::Error::other("server error"));
+                        }
+                        Ok(res)
+                    },
+                    Backoff::default(),
+                    |_| true,
+                ))
+                .unwrap()
+            },
+        );
 
         let mut svc = tower::retry::Retry::new(StatusPolicy { left: 3 }, NoopService);
         g.bench_function(

@@ -25,7 +25,10 @@ pub(crate) fn instant_after(now: Instant, d: Duration) -> Instant {
 ///
 /// The schedule is any `IntoIterator<Item = Duration>`: a
 /// [`Backoff`](crate::Backoff), a curve from [`crate::schedule`], a `Vec`.
-/// Sleeping uses `tokio::time`, so paused-time tests run instantly.
+/// It is turned into its iterator only when a first attempt fails, so a
+/// success pays nothing for it (a [`Backoff`](crate::Backoff) seeds its
+/// jitter then). Sleeping uses `tokio::time`, so paused-time tests run
+/// instantly.
 ///
 /// ```
 /// use std::time::Duration;
@@ -53,7 +56,7 @@ pub fn retry<Op, Fut, T, E, S, P>(
     op: Op,
     schedule: S,
     should_retry: P,
-) -> Retrying<Op, Fut, S::IntoIter, P, NoNotify<E>>
+) -> Retrying<Op, Fut, S, P, NoNotify<E>>
 where
     Op: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
@@ -62,7 +65,7 @@ where
 {
     Retrying {
         op,
-        schedule: schedule.into_iter(),
+        schedule: Lazy::Pending(schedule),
         should_retry,
         notify: |_, _, _| {},
         deadline: None,
@@ -75,17 +78,41 @@ where
 pub type NoNotify<E> = fn(u32, Duration, &E);
 
 pin_project_lite::pin_project! {
-    /// The future returned by [`retry`].
+    /// The future returned by [`retry`]; `S` is the schedule as given
+    /// (an `IntoIterator`).
     #[must_use = "futures do nothing unless polled"]
-    pub struct Retrying<Op, Fut, S, P, N> {
+    pub struct Retrying<Op, Fut, S: IntoIterator, P, N> {
         op: Op,
-        schedule: S,
+        schedule: Lazy<S>,
         should_retry: P,
         notify: N,
         deadline: Option<Deadline>,
         attempt: u32,
         #[pin]
         state: State<Fut>,
+    }
+}
+
+/// A schedule turned into its iterator on first use.
+enum Lazy<S: IntoIterator> {
+    Pending(S),
+    Started(S::IntoIter),
+    /// Only while `Pending` turns into `Started`.
+    Taken,
+}
+
+impl<S: IntoIterator> Lazy<S> {
+    /// The next delay, starting the schedule on the first call.
+    fn next(&mut self) -> Option<S::Item> {
+        if let Self::Pending(_) = self
+            && let Self::Pending(schedule) = std::mem::replace(self, Self::Taken)
+        {
+            *self = Self::Started(schedule.into_iter());
+        }
+        match self {
+            Self::Started(iter) => iter.next(),
+            Self::Pending(_) | Self::Taken => None,
+        }
     }
 }
 
@@ -100,6 +127,7 @@ pin_project_lite::pin_project! {
 
 impl<Op, Fut, T, E, S, P, N> Retrying<Op, Fut, S, P, N>
 where
+    S: IntoIterator,
     Op: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
@@ -129,7 +157,7 @@ where
     }
 }
 
-impl<Op, Fut, S, P, N> fmt::Debug for Retrying<Op, Fut, S, P, N> {
+impl<Op, Fut, S: IntoIterator, P, N> fmt::Debug for Retrying<Op, Fut, S, P, N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Retrying")
             .field("attempt", &self.attempt)
@@ -142,7 +170,7 @@ impl<Op, Fut, T, E, S, P, N> Future for Retrying<Op, Fut, S, P, N>
 where
     Op: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
-    S: Iterator<Item = Duration>,
+    S: IntoIterator<Item = Duration>,
     P: FnMut(&E) -> bool,
     N: FnMut(u32, Duration, &E),
 {
@@ -286,6 +314,47 @@ mod tests {
                 (1, Duration::from_millis(1), 1),
                 (2, Duration::from_millis(1), 2)
             ]
+        );
+    }
+
+    /// A schedule that counts how often it is turned into its iterator.
+    struct Counted<'a>(&'a std::cell::Cell<u32>);
+
+    impl IntoIterator for Counted<'_> {
+        type Item = Duration;
+        type IntoIter = std::iter::Repeat<Duration>;
+
+        fn into_iter(self) -> Self::IntoIter {
+            self.0.set(self.0.get() + 1);
+            std::iter::repeat(Duration::from_millis(1))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_schedule_starts_at_the_first_failure() {
+        let started = std::cell::Cell::new(0);
+        let out: Result<u32, u32> = retry(|| async { Ok(1) }, Counted(&started), |_| true).await;
+        assert_eq!(
+            (out, started.get()),
+            (Ok(1), 0),
+            "a success never starts it"
+        );
+
+        let mut calls = 0;
+        let out: Result<u32, u32> = retry(
+            || {
+                calls += 1;
+                let n = calls;
+                async move { if n < 3 { Err(n) } else { Ok(n) } }
+            },
+            Counted(&started),
+            |_| true,
+        )
+        .await;
+        assert_eq!(
+            (out, started.get()),
+            (Ok(3), 1),
+            "started once, then followed"
         );
     }
 
