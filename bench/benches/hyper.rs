@@ -15,6 +15,18 @@
 //! enables it, does not swap in `PoolStats`).
 //!
 //! `cargo bench -p steadfast-bench --bench hyper -- --warm-up-time 1 --measurement-time 3`
+//!
+//! On a shared machine the load of other tenants drifts during a criterion
+//! run, which measures one contender for seconds, then the next: a few
+//! percent of drift hides a few percent of overhead. `HYPER_AB=<rounds>`
+//! runs an interleaved A/B comparison instead: each round sends the same
+//! number of requests through every contender, in a rotating order, and
+//! the ratio to the bare client is taken within the round, so drift slower
+//! than a round cancels out. It prints the median and quartiles of those
+//! ratios for wall time (req/s) and for CPU time (all threads of the
+//! process, from `/proc/self/task/*/schedstat`, so server included):
+//!
+//! `HYPER_AB=41 cargo bench -p steadfast-bench --bench hyper`
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -22,7 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
@@ -192,5 +204,118 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
-criterion_main!(benches);
+/// On-CPU time of every thread of this process so far (Linux), if readable.
+fn cpu_time() -> Option<Duration> {
+    let mut total = 0_u64;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(total))
+}
+
+/// The interleaved A/B comparison (see the crate docs above): `rounds`
+/// rounds per concurrency, every contender once per round.
+fn interleaved(rounds: usize) {
+    let addr = start_server();
+    let uri: http::Uri = format!("http://{addr}/").parse().unwrap();
+    let rt = runtime();
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let bare: Client<_, Empty<Bytes>> = rt.block_on(async {
+        Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_max_idle_per_host(100)
+            .build(connector)
+    });
+    let transport = HyperTransport::builder()
+        .pool_observer(Arc::new(NoopPoolObserver))
+        .build()
+        .unwrap();
+    let observed = HyperTransport::builder()
+        .pool_observer(steadfast_pool::PoolStats::new())
+        .build()
+        .unwrap();
+    type Run<'a> = Box<dyn Fn(u64, u64) -> Duration + 'a>;
+    let bare_run: Run<'_> = Box::new(|iters, n| {
+        let (client, uri) = (bare.clone(), uri.clone());
+        rt.block_on(drive(iters, n, move || {
+            let (client, req) = (client.clone(), request(&uri));
+            async move {
+                let res = client.request(req).await.unwrap();
+                let body = res.into_body().collect().await.unwrap().to_bytes();
+                assert_eq!(body.len(), 2);
+            }
+        }))
+    });
+    let transport_run = |t: &HyperTransport| -> Run<'_> {
+        let t = t.clone();
+        let (rt, uri) = (&rt, uri.clone());
+        Box::new(move |iters, n| {
+            let (t, uri) = (t.clone(), uri.clone());
+            rt.block_on(drive(iters, n, move || {
+                let (t, req) = (t.clone(), request(&uri));
+                async move {
+                    let res = t.send(req).await.unwrap();
+                    let body = res.into_body().collect().await.unwrap().to_bytes();
+                    assert_eq!(body.len(), 2);
+                }
+            }))
+        })
+    };
+    let contenders: [(&str, Run<'_>); 3] = [
+        ("bare_hyper_util", bare_run),
+        ("steadfast_hyper", transport_run(&transport)),
+        ("steadfast_hyper_pool_stats", transport_run(&observed)),
+    ];
+    for (concurrency, iters) in [(1_u64, 2_000_u64), (100, 5_000)] {
+        // Warm up: connections open, caches warm.
+        for (_, run) in &contenders {
+            run(iters, concurrency);
+        }
+        let mut wall = vec![Vec::new(); contenders.len()];
+        let mut cpu = vec![Vec::new(); contenders.len()];
+        for round in 0..rounds {
+            let mut took = vec![(Duration::ZERO, Duration::ZERO); contenders.len()];
+            for k in 0..contenders.len() {
+                let i = (round + k) % contenders.len();
+                let cpu_before = cpu_time().unwrap_or_default();
+                let elapsed = contenders[i].1(iters, concurrency);
+                took[i] = (
+                    elapsed,
+                    cpu_time().unwrap_or_default().saturating_sub(cpu_before),
+                );
+            }
+            for i in 1..contenders.len() {
+                wall[i].push(took[0].0.as_secs_f64() / took[i].0.as_secs_f64());
+                cpu[i].push(took[i].1.as_secs_f64() / took[0].1.as_secs_f64().max(1e-9));
+            }
+        }
+        println!("concurrency {concurrency}, {rounds} rounds of {iters} requests each:");
+        for i in 1..contenders.len() {
+            let (w, c) = (quartiles(&mut wall[i]), quartiles(&mut cpu[i]));
+            println!(
+                "  {:<28} req/s vs bare: median {:.3} (quartiles {:.3}-{:.3}); \
+                 CPU time vs bare: median {:.3} ({:.3}-{:.3})",
+                contenders[i].0, w.1, w.0, w.2, c.1, c.0, c.2
+            );
+        }
+    }
+}
+
+/// First quartile, median, third quartile.
+fn quartiles(v: &mut [f64]) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    (at(0.25), at(0.5), at(0.75))
+}
+
+fn main() {
+    if let Ok(rounds) = std::env::var("HYPER_AB") {
+        interleaved(rounds.parse().expect("HYPER_AB must be a number of rounds"));
+        return;
+    }
+    let mut c = Criterion::default().configure_from_args();
+    bench(&mut c);
+    c.final_summary();
+}

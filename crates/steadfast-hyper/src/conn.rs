@@ -495,7 +495,8 @@ impl Conn {
 
     /// With a pool observer, an HTTP/1 connection claims the requests its
     /// task just took (see [`crate::request`]); an HTTP/2 socket runs in a
-    /// task of its own.
+    /// task of its own. Writes only: a connection writes the request it
+    /// took before it reads anything for it.
     #[inline]
     fn claim_taken(&self) {
         if self.claims {
@@ -552,7 +553,6 @@ impl Read for Conn {
         buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        this.claim_taken();
         let r = Pin::new(&mut this.io).poll_read(cx, buf);
         this.note(IO_READ_FAILED, r)
     }

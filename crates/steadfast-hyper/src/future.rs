@@ -218,26 +218,38 @@ impl Active {
 
 impl Drop for Active {
     fn drop(&mut self) {
-        if self.polled {
-            // Abandoned by its caller after a connection took the whole
-            // request: waiting for the response may save the connection. A
-            // request not yet taken is dropped with the future, unsent.
-            let draining = self.in_flight.handed_over() && self.in_flight.host.drain.is_some();
-            let response = self.response.take();
-            // The assignment, if the last poll did not see it yet.
-            self.check_assigned();
-            // Dropped while waiting for a connection: the protocol still
-            // wants its one event. Otherwise the hold, to release.
-            let held = self.in_flight.settle(Acquired::Cancelled);
-            match response {
-                Some(response) if draining => {
-                    crate::drain::head(&self.in_flight.host, response, held);
-                }
-                // The request goes first: it closes the connection or stream
-                // before the release is reported.
-                response => drop((response, held)),
+        if !self.polled {
+            return;
+        }
+        // A request that finished with no pool observer has nothing to settle.
+        if self.response.is_some() || self.in_flight.host.observer.is_some() {
+            self.abandon();
+        }
+        self.in_flight.stop_waiting();
+    }
+}
+
+impl Active {
+    /// Dropped while running, or with a pool observer: settles the pool
+    /// events, and drains what may save the connection.
+    fn abandon(&mut self) {
+        // Abandoned by its caller after a connection took the whole
+        // request: waiting for the response may save the connection. A
+        // request not yet taken is dropped with the future, unsent.
+        let draining = self.in_flight.handed_over() && self.in_flight.host.drain.is_some();
+        let response = self.response.take();
+        // The assignment, if the last poll did not see it yet.
+        self.check_assigned();
+        // Dropped while waiting for a connection: the protocol still
+        // wants its one event. Otherwise the hold, to release.
+        let held = self.in_flight.settle(Acquired::Cancelled);
+        match response {
+            Some(response) if draining => {
+                crate::drain::head(&self.in_flight.host, response, held);
             }
-            self.in_flight.stop_waiting();
+            // The request goes first: it closes the connection or stream
+            // before the release is reported.
+            response => drop((response, held)),
         }
     }
 }
