@@ -135,12 +135,13 @@ impl<T, C> Layer<T> for BreakerLayer<C> {
 
 /// A transport behind a circuit breaker.
 ///
-/// Each `send` asks the breaker first: when it refuses, the call fails at
-/// once with [`BreakerError::Open`] and nothing reaches the inner transport.
+/// Each `send` asks the breaker first, when it is called (not when its
+/// future is first polled): when it refuses, the future fails at once with
+/// [`BreakerError::Open`] and nothing reaches the inner transport.
 /// Otherwise the request goes out and its result, classified, is recorded
 /// when the response head arrives. Dropping the future before that (a
-/// timeout, a cancelled task) records nothing and frees a half-open probe
-/// slot.
+/// timeout, a cancelled task, or never polling it) records nothing and
+/// frees a half-open probe slot.
 pub struct Breaker<T, C = BreakerClassifier> {
     inner: T,
     target: Target,

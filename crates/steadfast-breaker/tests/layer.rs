@@ -355,6 +355,84 @@ async fn a_cancelled_probe_does_not_leak_when_the_task_is_aborted() {
     assert_eq!(state(&client), State::Closed);
 }
 
+/// Admission happens when `send` is called: a probe's future holds its
+/// slot from then on, polled or not, and gives it back when dropped unpolled
+/// (nothing reached the transport, nothing is recorded).
+#[tokio::test(start_paused = true)]
+async fn a_probe_dropped_before_its_first_poll_frees_its_slot() {
+    let mock = mock();
+    let client = half_open_due(&mock, trips_at_once()).await;
+    let calls_before = mock.calls().len();
+
+    let probe = client.send(get("http://api.test/ok"));
+    // The slot is taken at `send`: a second caller is refused, though the
+    // probe has not been polled.
+    let refused = open_err(status(&client, "/ok").await);
+    assert_eq!(refused.state, State::HalfOpen);
+    drop(probe);
+
+    // Nothing went out and nothing was recorded...
+    assert_eq!(mock.calls().len(), calls_before);
+    assert_eq!(state(&client), State::HalfOpen);
+    // ...and the slot is free: the next caller is the probe, which closes it.
+    assert_eq!(status(&client, "/ok").await.unwrap(), 200);
+    assert_eq!(state(&client), State::Closed);
+    assert_eq!(mock.calls().len(), calls_before + 1);
+}
+
+/// A rejection is decided at `send` too; its future, dropped unpolled,
+/// sends nothing, and one polled later still carries that rejection.
+#[tokio::test(start_paused = true)]
+async fn a_rejection_is_decided_when_send_is_called() {
+    let mock = mock();
+    let client = client(&mock, trips_at_once());
+    trip(&client).await;
+    let calls_before = mock.calls().len();
+
+    let unpolled = client.send(get("http://api.test/ok"));
+    let refused_at_send = client.send(get("http://api.test/ok"));
+    assert_eq!(client.breaker().unwrap().snapshot().rejections, 2);
+    drop(unpolled);
+
+    // Past the break, the future refused earlier still reports its refusal
+    // (with the wait it was given), and the breaker is untouched by it.
+    sleep(Duration::from_secs(2)).await;
+    let open = open_err(refused_at_send.await.map(|r| r.status().as_u16()));
+    assert_eq!(open.retry_after, Duration::from_secs(1));
+    assert_eq!(state(&client), State::Open);
+    assert_eq!(mock.calls().len(), calls_before);
+    // The next call is the probe.
+    assert_eq!(status(&client, "/ok").await.unwrap(), 200);
+    assert_eq!(state(&client), State::Closed);
+}
+
+/// Per-key futures hold a share of their breaker; dropped unpolled, they
+/// give it back, so the key can be evicted.
+#[tokio::test(start_paused = true)]
+async fn a_per_key_call_dropped_unpolled_lets_its_breaker_go() {
+    let mock = mock();
+    let registry = Arc::new(
+        Arc::into_inner(registry(BreakerConfig::builder()))
+            .unwrap()
+            .idle_timeout(Duration::from_secs(10)),
+    );
+    let client = mock
+        .clone()
+        .with(BreakerLayer::from_registry(registry.clone()));
+
+    let pending = client.send(get("http://api.test/ok"));
+    assert_eq!(registry.len(), 1);
+    sleep(Duration::from_secs(11)).await;
+    registry.evict_idle(Instant::now());
+    sleep(Duration::from_secs(11)).await;
+    // In flight (created, not polled): kept.
+    assert_eq!(registry.evict_idle(Instant::now()), 0);
+    drop(pending);
+    assert_eq!(registry.evict_idle(Instant::now()), 1);
+    assert!(registry.is_empty());
+    assert!(mock.calls().is_empty());
+}
+
 #[tokio::test(start_paused = true)]
 async fn progressive_half_open_ramps_up_traffic() {
     let log = Log::default();
