@@ -17,8 +17,6 @@ use serde::de::{self, DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, V
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::seen::Hash64;
-
 /// A page body could not be decoded.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
@@ -351,22 +349,35 @@ impl Rest {
         std::str::from_utf8(self.bytes.get(range.clone())?).ok()
     }
 
-    /// A fingerprint of the page's content: a hash of the items array and
-    /// the member names around it when the items are a top-level member
-    /// (so that a page repeated with a fresh cursor, or an echo of the
-    /// request, still matches), of the whole body otherwise.
-    pub(crate) fn fingerprint(&self) -> u64 {
-        let mut h = Hash64::default();
+    /// The raw body.
+    pub(crate) const fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The page's content, as ranges of the body, for repeated-page
+    /// detection: the items array and the member names around it when the
+    /// items are a top-level member (so that a page repeated with a fresh
+    /// cursor, or an echo of the request, still matches), the whole body
+    /// otherwise.
+    pub(crate) fn content(&self, parts: &mut Vec<Range<usize>>) {
+        parts.clear();
         let mut at = 0;
         if let Repr::Lazy { fields, .. } = &self.repr {
             // The members' ranges, in body order (the order they were read).
             for (_, range) in fields {
-                h.part(self.bytes.get(at..range.start).unwrap_or_default());
+                parts.push(at..range.start.max(at));
                 at = at.max(range.end);
             }
         }
-        h.part(self.bytes.get(at..).unwrap_or_default());
-        h.finish()
+        parts.push(at..self.bytes.len().max(at));
+    }
+
+    /// A hash of the whole [`content`](Self::content).
+    #[cfg(test)]
+    pub(crate) fn fingerprint(&self) -> u64 {
+        let mut parts = Vec::new();
+        self.content(&mut parts);
+        crate::seen::full_hash(&self.bytes, &parts)
     }
 
     fn parse(&self, range: &Range<usize>) -> Option<Value> {

@@ -64,7 +64,9 @@ pub enum ErrorKind<E> {
     /// [`REPEAT_WINDOW`](crate::REPEAT_WINDOW) pages, under another URI:
     /// the server ignores the pagination parameter (or hands out a fresh
     /// cursor to the same page) and would serve the same items forever.
-    /// The page's items are not yielded.
+    /// The page's items are not yielded. See
+    /// [`full_repeat_check`](crate::PaginatorBuilder::full_repeat_check)
+    /// for when a repeat of an older page is caught.
     RepeatedPage {
         /// The URI of the earlier page whose items this one repeats.
         previous: Uri,

@@ -1,10 +1,12 @@
 //! Loop detection: a bounded window of recently requested URIs, and one
 //! of the fingerprints of recent pages.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::ops::Range;
 
+use bytes::Bytes;
 use http::Uri;
 
 use crate::config::REPEAT_WINDOW;
@@ -122,30 +124,149 @@ impl Hash64 {
     }
 }
 
-/// Content-loop detection: the fingerprints of the last
-/// [`REPEAT_WINDOW`] pages with items, and where each came from.
+/// How many bytes at each end of a content part the sample key reads.
+const SAMPLE: usize = 64;
+
+/// Content-loop detection over the last [`REPEAT_WINDOW`] pages with
+/// items, and where each came from.
+///
+/// Hashing every page's content in full costs about half an instruction a
+/// byte, as much as the rest of the paginator's own work together. So a
+/// page is first told apart by a sample key (each content part's length
+/// and its first and last [`SAMPLE`] bytes), which is all a page that
+/// repeats nothing costs. A key that matches one in the window is only a
+/// candidate, never an error by itself:
+///
+/// - against the previous page with items, whose body is kept, the
+///   content is compared byte for byte: a page served again right after
+///   itself (a server ignoring the page parameter, or handing out a fresh
+///   cursor to the same page) is caught at once, exactly;
+/// - against an older page, the page is hashed in full and the hash kept,
+///   so that when the server comes round to it again the full hashes
+///   decide: a cycle of several pages is caught the second time round.
+///
+/// With `full` every page is hashed in full (and no body is kept): any
+/// repeat within the window is caught at its first showing.
 #[derive(Debug, Default)]
 pub(crate) struct Repeats {
-    /// Apart from the URIs so that the per-page scan reads 512 bytes.
-    fingerprints: VecDeque<u64>,
-    uris: VecDeque<Uri>,
+    full: bool,
+    /// How many entries of the window have each sample key.
+    keys: HashMap<u64, u32, BuildHasherDefault<Prehashed>>,
+    entries: VecDeque<Entry>,
+    /// The previous page with items and its content parts (sampled mode).
+    previous: Option<(Bytes, Vec<Range<usize>>)>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    key: u64,
+    /// The hash of the whole content, when it was computed.
+    full: Option<u64>,
+    uri: Uri,
 }
 
 impl Repeats {
-    /// Records the page at `uri` with `fingerprint`; the URI of the earlier
-    /// page with the same fingerprint, if one is in the window.
-    pub(crate) fn insert(&mut self, fingerprint: u64, uri: &Uri) -> Option<&Uri> {
-        if let Some(i) = self.fingerprints.iter().position(|&f| f == fingerprint) {
-            return self.uris.get(i);
+    pub(crate) fn new(full: bool) -> Self {
+        Self {
+            full,
+            ..Self::default()
         }
-        if self.fingerprints.len() == REPEAT_WINDOW {
-            self.fingerprints.pop_front();
-            self.uris.pop_front();
+    }
+
+    /// Records the page at `uri` whose content is `parts` of `body`; the
+    /// URI of the earlier page it repeats, if one is in the window.
+    pub(crate) fn insert(
+        &mut self,
+        body: &Bytes,
+        parts: &[Range<usize>],
+        uri: &Uri,
+    ) -> Option<&Uri> {
+        let key = sample_key(body, parts);
+        let mut full = self.full.then(|| full_hash(body, parts));
+        if self.keys.contains_key(&key) {
+            // A candidate (rare): find the page it repeats, if any.
+            let last = self.entries.len().checked_sub(1);
+            let mut repeated = None;
+            for (i, entry) in self.entries.iter().enumerate() {
+                if entry.key != key {
+                    continue;
+                }
+                let same = match (&self.previous, entry.full) {
+                    (Some((prev, prev_parts)), _) if Some(i) == last => {
+                        same_content(prev, prev_parts, body, parts)
+                    }
+                    (_, Some(hash)) => *full.get_or_insert_with(|| full_hash(body, parts)) == hash,
+                    (_, None) => false,
+                };
+                if same {
+                    repeated = Some(i);
+                    break;
+                }
+            }
+            if let Some(i) = repeated {
+                return self.entries.get(i).map(|entry| &entry.uri);
+            }
+            // Hashed in full now, so that the next showing is decided by it.
+            full.get_or_insert_with(|| full_hash(body, parts));
         }
-        self.fingerprints.push_back(fingerprint);
-        self.uris.push_back(uri.clone());
+        if self.entries.len() == REPEAT_WINDOW
+            && let Some(old) = self.entries.pop_front()
+            && let Some(count) = self.keys.get_mut(&old.key)
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.keys.remove(&old.key);
+            }
+        }
+        *self.keys.entry(key).or_insert(0) += 1;
+        self.entries.push_back(Entry {
+            key,
+            full,
+            uri: uri.clone(),
+        });
+        if !self.full {
+            let (prev, prev_parts) = self.previous.get_or_insert_with(Default::default);
+            prev.clone_from(body);
+            prev_parts.clear();
+            prev_parts.extend_from_slice(parts);
+        }
         None
     }
+}
+
+/// The parts, each by its length and its first and last [`SAMPLE`] bytes
+/// (all of it when shorter than both).
+fn sample_key(body: &[u8], parts: &[Range<usize>]) -> u64 {
+    let mut h = Hash64::default();
+    for range in parts {
+        let part = body.get(range.clone()).unwrap_or_default();
+        match (part.first_chunk::<SAMPLE>(), part.last_chunk::<SAMPLE>()) {
+            (Some(first), Some(last)) if part.len() > 2 * SAMPLE => {
+                h.part(first);
+                h.part(last);
+                h.part(&part.len().to_le_bytes());
+            }
+            _ => h.part(part),
+        }
+    }
+    h.finish()
+}
+
+/// A hash of the whole of every part.
+pub(crate) fn full_hash(body: &[u8], parts: &[Range<usize>]) -> u64 {
+    let mut h = Hash64::default();
+    for range in parts {
+        h.part(body.get(range.clone()).unwrap_or_default());
+    }
+    h.finish()
+}
+
+fn same_content(a: &[u8], a_parts: &[Range<usize>], b: &[u8], b_parts: &[Range<usize>]) -> bool {
+    a_parts.len() == b_parts.len()
+        && a_parts
+            .iter()
+            .zip(b_parts)
+            .all(|(x, y)| a.get(x.clone()) == b.get(y.clone()))
 }
 
 #[cfg(test)]
@@ -195,27 +316,133 @@ mod tests {
         assert_eq!(hashes.len(), uris.len());
     }
 
+    /// One page of `n` items `{"id":..}` starting at `from`: a body and
+    /// its single content part.
+    fn page(from: u64, n: u64) -> (Bytes, Vec<Range<usize>>) {
+        let items: Vec<String> = (from..from + n)
+            .map(|i| format!("{{\"id\":{i}}}"))
+            .collect();
+        let body = Bytes::from(format!("[{}]", items.join(",")));
+        let parts = vec![Range {
+            start: 0,
+            end: body.len(),
+        }];
+        (body, parts)
+    }
+
+    fn insert(repeats: &mut Repeats, page: &(Bytes, Vec<Range<usize>>), at: u64) -> Option<Uri> {
+        repeats.insert(&page.0, &page.1, &uri(at)).cloned()
+    }
+
     #[test]
-    fn a_page_repeated_within_the_window_names_the_first() {
-        let mut repeats = Repeats::default();
-        assert_eq!(repeats.insert(1, &uri(1)), None);
-        assert_eq!(repeats.insert(2, &uri(2)), None);
-        assert_eq!(repeats.insert(1, &uri(3)), Some(&uri(1)));
-        for i in 3..=REPEAT_WINDOW as u64 + 1 {
-            assert_eq!(repeats.insert(i, &uri(i + 10)), None);
+    fn a_page_served_again_right_after_itself_is_caught_at_once() {
+        for full in [false, true] {
+            let mut repeats = Repeats::new(full);
+            assert_eq!(insert(&mut repeats, &page(0, 50), 1), None);
+            assert_eq!(
+                insert(&mut repeats, &page(0, 50), 2),
+                Some(uri(1)),
+                "full: {full}"
+            );
         }
-        assert_eq!(repeats.fingerprints.len(), REPEAT_WINDOW);
-        assert_eq!(repeats.uris.len(), REPEAT_WINDOW);
+    }
+
+    #[test]
+    fn pages_alike_at_both_ends_are_told_apart() {
+        // Same length, same first and last 64 bytes: the same sample key,
+        // different content. Never a repeat, in either mode.
+        let body = |middle: &str| {
+            let body = Bytes::from(format!("[{}{middle}{}]", "a".repeat(100), "z".repeat(100)));
+            let parts = vec![Range {
+                start: 0,
+                end: body.len(),
+            }];
+            (body, parts)
+        };
+        for full in [false, true] {
+            let mut repeats = Repeats::new(full);
+            let (a, b, c, d) = (body("1"), body("2"), body("3"), body("4"));
+            assert_eq!(sample_key(&a.0, &a.1), sample_key(&b.0, &b.1));
+            assert_eq!(insert(&mut repeats, &a, 1), None);
+            assert_eq!(insert(&mut repeats, &b, 2), None, "adjacent, full: {full}");
+            assert_eq!(insert(&mut repeats, &c, 3), None);
+            assert_eq!(insert(&mut repeats, &d, 4), None, "older, full: {full}");
+            assert_eq!(insert(&mut repeats, &d, 5), Some(uri(4)), "a real repeat");
+        }
+    }
+
+    #[test]
+    fn an_older_page_is_caught_at_once_in_full_mode_and_on_its_next_showing_otherwise() {
+        let (a, b) = (page(0, 3), page(3, 3));
+        let mut full = Repeats::new(true);
+        assert_eq!(insert(&mut full, &a, 1), None);
+        assert_eq!(insert(&mut full, &b, 2), None);
+        assert_eq!(insert(&mut full, &a, 3), Some(uri(1)));
+
+        let mut sampled = Repeats::new(false);
+        assert_eq!(insert(&mut sampled, &a, 1), None);
+        assert_eq!(insert(&mut sampled, &b, 2), None);
         assert_eq!(
-            repeats.insert(1, &uri(99)),
+            insert(&mut sampled, &a, 3),
             None,
-            "1 fell out of the window"
+            "a candidate, hashed in full"
         );
-        assert_eq!(repeats.insert(2, &uri(99)), None, "so did 2");
-        assert_eq!(repeats.insert(5, &uri(99)), Some(&uri(15)));
+        assert_eq!(insert(&mut sampled, &b, 4), None, "likewise");
+        assert_eq!(
+            insert(&mut sampled, &a, 5),
+            Some(uri(3)),
+            "the cycle comes round"
+        );
+    }
+
+    #[test]
+    fn the_window_forgets_the_oldest_page() {
+        for full in [false, true] {
+            let mut repeats = Repeats::new(full);
+            for i in 0..=REPEAT_WINDOW as u64 {
+                assert_eq!(insert(&mut repeats, &page(i * 10, 10), i + 1), None);
+            }
+            assert_eq!(repeats.entries.len(), REPEAT_WINDOW);
+            assert_eq!(repeats.keys.len(), REPEAT_WINDOW);
+            // Page 1 fell out; pages 2 and 3 (hashed in full as candidates
+            // in sampled mode) are still there.
+            assert_eq!(insert(&mut repeats, &page(0, 10), 99), None, "full: {full}");
+            assert_eq!(insert(&mut repeats, &page(10, 10), 100), None);
+            assert_eq!(insert(&mut repeats, &page(10, 10), 101), Some(uri(100)));
+        }
     }
 
     proptest! {
+        /// Against a list of the last `REPEAT_WINDOW` contents: a reported
+        /// repeat always names a page with the same content; in full mode
+        /// every repeat in the window is reported, in sampled mode every
+        /// repeat of the page right before. Contents share their ends (the
+        /// same sample key) so that candidates are the common case.
+        #[test]
+        fn repeats_match_a_window_model(full in any::<bool>(), pages in prop::collection::vec(0u8..6, 1..80)) {
+            let mut repeats = Repeats::new(full);
+            let mut model: VecDeque<(u8, u64)> = VecDeque::new();
+            for (at, &content) in (1u64..).zip(&pages) {
+                let body = Bytes::from(format!("[{}{content}{}]", "a".repeat(70), "z".repeat(70)));
+                let parts = [Range { start: 0, end: body.len() }];
+                let got = repeats.insert(&body, &parts, &uri(at)).cloned();
+                let previous = model.back().map(|&(c, _)| c);
+                if let Some(earlier) = &got {
+                    let same = model.iter().any(|&(c, a)| c == content && uri(a) == *earlier);
+                    prop_assert!(same, "page {} reported as a repeat of {}", at, earlier);
+                } else {
+                    prop_assert!(previous != Some(content), "page {} repeats the one before", at);
+                    prop_assert!(!full || model.iter().all(|&(c, _)| c != content));
+                }
+                if got.is_none() {
+                    model.push_back((content, at));
+                    if model.len() > REPEAT_WINDOW {
+                        model.pop_front();
+                    }
+                }
+            }
+        }
+
         /// Distinct URIs get distinct hashes (64 bits: a collision here
         /// would be a broken hash, not bad luck).
         #[test]

@@ -44,6 +44,14 @@ use crate::seen::{Repeats, Seen};
 use crate::strategy::{Next, PageView, Strategy};
 use crate::uri::Origin;
 
+/// The scheme and authority of `uri`, as written.
+fn origin_text(uri: &Uri) -> (Option<&str>, Option<&str>) {
+    (
+        uri.scheme_str(),
+        uri.authority().map(http::uri::Authority::as_str),
+    )
+}
+
 /// One page of a crawl: its items and the response they came in.
 #[derive(Clone, Debug)]
 pub struct Page<T> {
@@ -119,6 +127,8 @@ struct Engine<Tr: Transport<B>, S, B, T> {
     /// The fingerprints of the last pages with items, to catch a server
     /// that serves one again under another URI.
     repeats: Repeats,
+    /// Scratch space for a page's content ranges.
+    content: Vec<std::ops::Range<usize>>,
     /// Pages received so far (the last one's number).
     received: u64,
     after: Option<After<Tr::Error>>,
@@ -150,6 +160,7 @@ where
     fn new(crawl: Crawl<Tr, S, B>) -> Self {
         let origin = Arc::new(Origin::of(&crawl.start));
         let window = crawl.shared.config.loop_window;
+        let full_repeat_check = crawl.shared.config.full_repeat_check;
         let keep_last = crawl.strategy.wants_last_item();
         let mut engine = Self {
             transport: crawl.transport,
@@ -159,7 +170,8 @@ where
             queue: Pipeline::new(),
             queued: VecDeque::new(),
             seen: Seen::new(window),
-            repeats: Repeats::default(),
+            repeats: Repeats::new(full_repeat_check),
+            content: Vec::new(),
             received: crawl.pages,
             after: None,
             failed: None,
@@ -233,10 +245,11 @@ where
     }
 
     fn same_origin(&self, uri: &Uri) -> bool {
-        // `Scheme` and `Authority` compare case-insensitively; the full
-        // check (default ports) only runs when the fast one fails.
-        (uri.scheme() == self.start.scheme() && uri.authority() == self.start.authority())
-            || self.origin.matches(uri)
+        // A next URI is almost always built from the start URI's own text:
+        // comparing bytes settles it without the case-insensitive compare
+        // of `Authority`'s `PartialEq`. The full check (case, default
+        // ports) only runs when the fast one fails.
+        origin_text(uri) == origin_text(&self.start) || self.origin.matches(uri)
     }
 
     /// Sends a request for the page after the last one queued. With `cx`
@@ -244,7 +257,9 @@ where
     fn push(&mut self, uri: Uri, cx: Option<&mut Context<'_>>) {
         let request = PageRequest {
             number: self.received + self.queued.len() as u64 + 1,
-            cross_origin: !self.same_origin(&uri),
+            // Unless other origins are allowed, every request made it
+            // through the origin gate (`admit`, or `top_up`'s own check).
+            cross_origin: self.shared.config.allow_cross_origin && !self.same_origin(&uri),
             keep_last: self.keep_last,
             uri: uri.clone(),
             origin: Arc::clone(&self.origin),
@@ -353,7 +368,11 @@ where
     /// A page with items whose content is a recent page's, under another
     /// URI: the server ignores the pagination parameter.
     fn check_repeated(&mut self, page: &Fetched<T>) -> Result<(), PaginateError<Tr::Error>> {
-        let Some(previous) = self.repeats.insert(page.rest.fingerprint(), &page.uri) else {
+        page.rest.content(&mut self.content);
+        let Some(previous) = self
+            .repeats
+            .insert(page.rest.bytes(), &self.content, &page.uri)
+        else {
             return Ok(());
         };
         tracing::warn!(
@@ -526,6 +545,25 @@ impl<Tr: Transport<B>, S: Strategy, B, T> Engine<Tr, S, B, T> {
     }
 }
 
+impl<Tr: Transport<B>, S: Strategy, B, T> Engine<Tr, S, B, T> {
+    /// The checkpoint [`page_done`](Self::page_done)`(taken, cut)` would
+    /// leave, without doing it (nor sending what follows the page).
+    fn checkpoint_done(&self, taken: usize, cut: bool) -> Checkpoint {
+        let mut checkpoint = self.checkpoint(taken);
+        let next = match &self.after {
+            _ if cut => return checkpoint,
+            Some(After::Fetch(uri) | After::Fail(_, Some(uri))) => Some(uri.to_string()),
+            Some(After::Done) => None,
+            Some(After::Fail(_, None)) | None => return checkpoint,
+        };
+        checkpoint.next = next;
+        checkpoint.skip = 0;
+        checkpoint.pages = self.received;
+        checkpoint.strategy = self.strategy.save();
+        checkpoint
+    }
+}
+
 impl<Tr: Transport<B>, S, B, T> Engine<Tr, S, B, T> {
     fn fmt_position(&self, name: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct(name)
@@ -659,12 +697,21 @@ where
         }
     }
 
-    /// The buffer is empty: waits for the next page with items.
+    /// The buffer is empty: the page it held is done with, and the next
+    /// page with items is awaited.
     #[inline(never)]
     fn poll_page(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<T, PaginateError<Tr::Error>>>> {
+        // The page is done with once all its items were yielded and the
+        // next one is asked for, not as its last item is yielded: that
+        // keeps a test per item off the per-item path. `checkpoint` counts
+        // a page whose items are all yielded as done already.
+        if self.buffered > 0 {
+            self.engine
+                .page_done(std::mem::take(&mut self.buffered), self.cut);
+        }
         // The last page's allocation goes back before the next page is
         // decoded, as it does in a hand-written loop: held across it, it
         // changes how the allocator serves the next page's growing items
@@ -687,10 +734,6 @@ where
             self.buffered = items.len();
             self.buffer = items.into_iter();
             if let Some(item) = self.buffer.next() {
-                if self.buffer.len() == 0 {
-                    self.engine
-                        .page_done(std::mem::take(&mut self.buffered), self.cut);
-                }
                 return Poll::Ready(Some(Ok(item)));
             }
             self.engine.page_done(0, self.cut);
@@ -703,7 +746,12 @@ impl<Tr: Transport<B>, S: Strategy, B, T> Items<Tr, S, B, T> {
     /// processed. Resuming from it yields exactly the items after them,
     /// even from the middle of a page.
     pub fn checkpoint(&self) -> Checkpoint {
-        self.engine.checkpoint(self.buffered - self.buffer.len())
+        let taken = self.buffered - self.buffer.len();
+        if taken > 0 && self.buffer.len() == 0 {
+            self.engine.checkpoint_done(taken, self.cut)
+        } else {
+            self.engine.checkpoint(taken)
+        }
     }
 }
 
@@ -728,14 +776,10 @@ where
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         // The per-item path: a pointer bump. Everything per page lives in
-        // out-of-line functions so this stays small enough to inline.
-        if let Some(item) = this.buffer.next() {
-            if this.buffer.len() == 0 {
-                this.engine
-                    .page_done(std::mem::take(&mut this.buffered), this.cut);
-            }
-            return Poll::Ready(Some(Ok(item)));
+        // an out-of-line function so this stays small enough to inline.
+        match this.buffer.next() {
+            Some(item) => Poll::Ready(Some(Ok(item))),
+            None => this.poll_page(cx),
         }
-        this.poll_page(cx)
     }
 }

@@ -553,7 +553,7 @@ fn defaults_are_pinned() {
         format!("{:?}", Config::default()),
         "Config { name: \"paginate\", items_at: \"\", max_pages: 100000, max_items: None, \
          max_page_bytes: 16777216, prefetch: 1, loop_window: 10000, stop_on_empty_page: false, \
-         allow_cross_origin: false, headers: {} }"
+         full_repeat_check: false, allow_cross_origin: false, headers: {} }"
     );
     // The fixed limits beside the configuration.
     assert_eq!(

@@ -481,18 +481,15 @@ async fn a_server_ignoring_the_page_parameter_is_a_loop_not_an_endless_stream() 
     );
 }
 
-// Finding 7 (continued): a repeat is recognised by the page's items, not
-// its URI or whole body, and not only right after the first showing.
-#[tokio::test(start_paused = true)]
-async fn the_same_items_under_fresh_cursors_are_a_repeat() {
-    // Every answer has a new cursor and echoes the request, but from the
-    // third page on the items cycle: A, B, C, B.
+/// Every answer has a new cursor and echoes the request, but from the
+/// third page on the items cycle: A, B, C, B, C, ...
+fn cycling_pages() -> MockTransport {
     let mock = MockTransport::new();
     mock.on(Route::get("/items")).reply(Reply::with(|call| {
         let n: u64 = call.query("cursor").map_or(0, |c| c.parse().unwrap());
         let items = match n {
             0 => page(0..3),
-            1 | 3 => page(3..6),
+            n if n % 2 == 1 => page(3..6),
             _ => page(6..9),
         };
         Reply::json(
@@ -500,8 +497,44 @@ async fn the_same_items_under_fresh_cursors_are_a_repeat() {
             json!({"request": n, "data": items, "next": (n + 1).to_string()}),
         )
     }));
+    mock
+}
+
+// The default, sampled repeat check: a page repeating an older one (not the
+// one right before it) is hashed in full, and the cycle is caught the
+// second time round, never later.
+#[tokio::test(start_paused = true)]
+async fn a_cycle_of_pages_is_caught_the_second_time_round_by_default() {
+    let mock = cycling_pages();
     let paginator = Paginator::builder(mock.clone(), Cursor::body("/next"))
         .items_at("/data")
+        .build()
+        .unwrap();
+    let (got, err) = ids(paginator.start(uri("http://api.test/items")).items()).await;
+    let once: Vec<u64> = (0..9).collect();
+    assert_eq!(got[..9], once, "each item once, then the cycle once more");
+    assert_eq!(got[9..], [3, 4, 5, 6, 7, 8]);
+    let err = err.expect("a repeated page");
+    assert!(err.is_loop(), "{err}");
+    match err.kind() {
+        ErrorKind::RepeatedPage { previous } => {
+            assert_eq!(previous, "http://api.test/items?cursor=3");
+        }
+        other => panic!("expected RepeatedPage, got {other:?}"),
+    }
+    assert_eq!(err.page(), Some(6));
+    mock.assert_called(6);
+}
+
+// Finding 7 (continued): a repeat is recognised by the page's items, not
+// its URI or whole body, and (with `full_repeat_check`) not only right
+// after the first showing.
+#[tokio::test(start_paused = true)]
+async fn the_same_items_under_fresh_cursors_are_a_repeat() {
+    let mock = cycling_pages();
+    let paginator = Paginator::builder(mock.clone(), Cursor::body("/next"))
+        .items_at("/data")
+        .full_repeat_check(true)
         .build()
         .unwrap();
     let (got, err) = ids(paginator.start(uri("http://api.test/items")).items()).await;
@@ -527,6 +560,7 @@ async fn the_same_items_under_fresh_cursors_are_a_repeat() {
     }));
     let paginator = Paginator::builder(mock.clone(), PageNumber::new())
         .items_at("/a/items")
+        .full_repeat_check(true)
         .build()
         .unwrap();
     let (got, err) = ids(paginator.start(uri("http://api.test/items")).items()).await;
