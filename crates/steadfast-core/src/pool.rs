@@ -11,8 +11,10 @@
 //!
 //! 1. [`HostObserver::acquire_started`] when the request starts waiting
 //!    for a connection;
-//! 2. exactly one [`HostObserver::acquire_finished`], with the wait and
-//!    the [`Acquired`] result, even when the request is cancelled;
+//! 2. exactly one [`HostObserver::acquire_finished`] (or
+//!    [`HostObserver::acquire_finished_at`], which adds the moment), with
+//!    the wait and the [`Acquired`] result, even when the request is
+//!    cancelled;
 //! 3. after a successful acquire, exactly one
 //!    [`HostObserver::connection_released`] when the request no longer uses
 //!    the connection (response body finished or dropped).
@@ -73,6 +75,18 @@ pub trait HostObserver: Send + Sync + 'static {
     /// The wait ended; see [`Acquired`].
     fn acquire_finished(&self, wait: Duration, result: Acquired) {
         let _ = (wait, result);
+    }
+    /// The wait ended at `at` (on `tokio::time`'s clock); see [`Acquired`].
+    ///
+    /// A transport that knows the moment reports it with this method
+    /// instead of [`acquire_finished`](Self::acquire_finished), so an
+    /// observer that stamps acquisitions (steadfast-pool's connection
+    /// tracking) need not read the clock again. Either counts as the one
+    /// `acquire_finished` of the protocol. The default forwards to
+    /// `acquire_finished`.
+    fn acquire_finished_at(&self, at: tokio::time::Instant, wait: Duration, result: Acquired) {
+        let _ = at;
+        self.acquire_finished(wait, result);
     }
     /// A request stopped using connection `id` after `held`.
     fn connection_released(&self, id: ConnectionId, held: Duration) {

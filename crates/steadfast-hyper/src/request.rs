@@ -215,7 +215,7 @@ impl InFlight {
             } else {
                 Acquired::Reused(conn.id)
             };
-            observer.acquire_finished(at.saturating_duration_since(self.created), result);
+            observer.acquire_finished_at(at, at.saturating_duration_since(self.created), result);
         }
     }
 
@@ -242,8 +242,9 @@ impl InFlight {
         ) {
             Ok(_) => {
                 if let Some(observer) = &self.host.observer {
-                    let wait = self.created.elapsed();
-                    observer.acquire_finished(wait, result);
+                    let now = Instant::now();
+                    let wait = now.saturating_duration_since(self.created);
+                    observer.acquire_finished_at(now, wait, result);
                 }
                 None
             }

@@ -24,6 +24,18 @@ fn request(host: &dyn HostObserver, id: ConnectionId) {
     host.connection_released(id, black_box(Duration::from_micros(250)));
 }
 
+/// The same, as steadfast-hyper reports it: with the moment the wait ended,
+/// which the transport read anyway.
+fn request_at(host: &dyn HostObserver, id: ConnectionId, at: tokio::time::Instant) {
+    host.acquire_started();
+    host.acquire_finished_at(
+        black_box(at),
+        black_box(Duration::from_micros(3)),
+        Acquired::Reused(id),
+    );
+    host.connection_released(id, black_box(Duration::from_micros(250)));
+}
+
 fn observer(name: &str, pool: &dyn PoolObserver) -> (String, Arc<dyn HostObserver>) {
     let host = pool.host(KEY);
     for id in 0..CONNECTIONS {
@@ -62,6 +74,16 @@ fn overhead(c: &mut Criterion) {
             });
         });
     }
+    // Tracking, given the moment by the transport (`acquire_finished_at`).
+    let (_, host) = &observers[2];
+    let at = tokio::time::Instant::now();
+    let mut next = 0;
+    group.bench_function("stats (with connection tracking, moment given)", |b| {
+        b.iter(|| {
+            next = (next + 1) % CONNECTIONS;
+            request_at(&**host, ConnectionId(next), at);
+        });
+    });
     // For scale: the clock read that connection tracking adds.
     group.bench_function("reference: tokio::time::Instant::now()", |b| {
         b.iter(tokio::time::Instant::now);

@@ -282,10 +282,35 @@ impl HostStats {
     }
 
     #[inline]
-    fn track_acquired(&self, id: ConnectionId) {
+    fn track_acquired(&self, id: ConnectionId, now: impl FnOnce() -> Instant) {
         if let Some(table) = &self.connections {
-            self.count_busy(table.acquired(id, Instant::now()));
+            self.count_busy(table.acquired(id, now()));
         }
+    }
+
+    /// `acquire_finished`, with `now` read only if tracking stamps the
+    /// acquisition.
+    #[inline]
+    fn finish_acquire(&self, wait: Duration, result: Acquired, now: impl FnOnce() -> Instant) {
+        // A success is one histogram add: the histogram's count is the total.
+        let (histogram, id) = match result {
+            Acquired::Reused(id) => (&self.wait_reused, id),
+            Acquired::New(id) => (&self.wait_new, id),
+            failed => {
+                self.wait_other.record_duration(wait);
+                let counter = match failed {
+                    Acquired::TimedOut => &self.timed_out,
+                    Acquired::Failed => &self.failed,
+                    // `Acquired` is non-exhaustive: a future outcome counts
+                    // as a cancelled wait, which keeps `waiting` right.
+                    _ => &self.cancelled,
+                };
+                counter.fetch_add(1, Ordering::Release);
+                return;
+            }
+        };
+        self.track_acquired(id, now);
+        histogram.record_duration(wait);
     }
 
     #[inline]
@@ -310,25 +335,12 @@ impl HostObserver for HostStats {
 
     #[inline]
     fn acquire_finished(&self, wait: Duration, result: Acquired) {
-        // A success is one histogram add: the histogram's count is the total.
-        let (histogram, id) = match result {
-            Acquired::Reused(id) => (&self.wait_reused, id),
-            Acquired::New(id) => (&self.wait_new, id),
-            failed => {
-                self.wait_other.record_duration(wait);
-                let counter = match failed {
-                    Acquired::TimedOut => &self.timed_out,
-                    Acquired::Failed => &self.failed,
-                    // `Acquired` is non-exhaustive: a future outcome counts
-                    // as a cancelled wait, which keeps `waiting` right.
-                    _ => &self.cancelled,
-                };
-                counter.fetch_add(1, Ordering::Release);
-                return;
-            }
-        };
-        self.track_acquired(id);
-        histogram.record_duration(wait);
+        self.finish_acquire(wait, result, Instant::now);
+    }
+
+    #[inline]
+    fn acquire_finished_at(&self, at: Instant, wait: Duration, result: Acquired) {
+        self.finish_acquire(wait, result, || at);
     }
 
     #[inline]

@@ -199,3 +199,25 @@ fn the_watchdog_needs_a_runtime() {
         WatchdogError::NoRuntime
     );
 }
+
+/// A transport that reports the moment of the acquisition
+/// (`acquire_finished_at`) has the hold counted from that moment, not from
+/// when the observer heard of it.
+#[tokio::test(start_paused = true)]
+async fn the_moment_a_transport_reports_is_when_the_hold_started() {
+    let stats = PoolStats::new();
+    let detector = LeakDetector::builder(stats.clone())
+        .threshold(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let host = stats.host(KEY);
+    host.connection_opened(ConnectionId(1));
+    let taken = Instant::now();
+    advance(Duration::from_secs(5)).await;
+    host.acquire_started();
+    host.acquire_finished_at(taken, Duration::ZERO, Acquired::Reused(ConnectionId(1)));
+    advance(Duration::from_secs(26)).await;
+    let report = detector.check(Instant::now());
+    assert_eq!(report.held.len(), 1, "{report}");
+    assert_eq!(report.held[0].age, Duration::from_secs(31));
+}
