@@ -23,8 +23,9 @@
 //! number of requests through every contender, in a rotating order, and
 //! the ratio to the bare client is taken within the round, so drift slower
 //! than a round cancels out. It prints the median and quartiles of those
-//! ratios for wall time (req/s) and for CPU time (all threads of the
-//! process, from `/proc/self/task/*/schedstat`, so server included):
+//! ratios for wall time (req/s) and for on-CPU time: of all threads of the
+//! process (`/proc/self/task/*/schedstat`, so server included), and of the
+//! client's thread alone (time descheduled for other tenants not counted):
 //!
 //! `HYPER_AB=41 cargo bench -p steadfast-bench --bench hyper`
 
@@ -214,6 +215,15 @@ fn cpu_time() -> Option<Duration> {
     Some(Duration::from_nanos(total))
 }
 
+/// On-CPU time of the calling thread so far (Linux), if readable: the
+/// client's own cost, since its runtime runs on the bench thread.
+fn thread_cpu_time() -> Option<Duration> {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    let secs = u64::try_from(t.tv_sec).ok()?;
+    let nanos = u32::try_from(t.tv_nsec).ok()?;
+    Some(Duration::new(secs, nanos))
+}
+
 /// The interleaved A/B comparison (see the crate docs above): `rounds`
 /// rounds per concurrency, every contender once per round.
 fn interleaved(rounds: usize) {
@@ -275,29 +285,38 @@ fn interleaved(rounds: usize) {
         }
         let mut wall = vec![Vec::new(); contenders.len()];
         let mut cpu = vec![Vec::new(); contenders.len()];
+        let mut client = vec![Vec::new(); contenders.len()];
         for round in 0..rounds {
-            let mut took = vec![(Duration::ZERO, Duration::ZERO); contenders.len()];
+            let mut took = vec![(Duration::ZERO, Duration::ZERO, Duration::ZERO); contenders.len()];
             for k in 0..contenders.len() {
                 let i = (round + k) % contenders.len();
                 let cpu_before = cpu_time().unwrap_or_default();
+                let client_before = thread_cpu_time().unwrap_or_default();
                 let elapsed = contenders[i].1(iters, concurrency);
                 took[i] = (
                     elapsed,
                     cpu_time().unwrap_or_default().saturating_sub(cpu_before),
+                    thread_cpu_time()
+                        .unwrap_or_default()
+                        .saturating_sub(client_before),
                 );
             }
+            let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
             for i in 1..contenders.len() {
-                wall[i].push(took[0].0.as_secs_f64() / took[i].0.as_secs_f64());
-                cpu[i].push(took[i].1.as_secs_f64() / took[0].1.as_secs_f64().max(1e-9));
+                wall[i].push(ratio(took[0].0, took[i].0));
+                cpu[i].push(ratio(took[i].1, took[0].1));
+                client[i].push(ratio(took[i].2, took[0].2));
             }
         }
         println!("concurrency {concurrency}, {rounds} rounds of {iters} requests each:");
         for i in 1..contenders.len() {
             let (w, c) = (quartiles(&mut wall[i]), quartiles(&mut cpu[i]));
+            let t = quartiles(&mut client[i]);
             println!(
                 "  {:<28} req/s vs bare: median {:.3} (quartiles {:.3}-{:.3}); \
-                 CPU time vs bare: median {:.3} ({:.3}-{:.3})",
-                contenders[i].0, w.1, w.0, w.2, c.1, c.0, c.2
+                 CPU time vs bare: process {:.3} ({:.3}-{:.3}), \
+                 client thread {:.3} ({:.3}-{:.3})",
+                contenders[i].0, w.1, w.0, w.2, c.1, c.0, c.2, t.1, t.0, t.2
             );
         }
     }

@@ -306,7 +306,9 @@ impl InFlight {
 /// The request body handed to hyper-util: the caller's body, boxed, and
 /// the [`InFlight`] it reports to.
 pub(crate) struct RequestBody {
-    inner: UnsyncBoxBody<Bytes, BoxError>,
+    /// `None` for a body that had ended before it was sent (most GETs):
+    /// hyper only asks whether it has ended, so it needs no box.
+    inner: Option<UnsyncBoxBody<Bytes, BoxError>>,
     in_flight: Arc<InFlight>,
     /// A connection looked at this body. hyper already holds bodies as
     /// `!Sync` (`UnsyncBoxBody`), so a `Cell` costs nothing here.
@@ -314,7 +316,11 @@ pub(crate) struct RequestBody {
 }
 
 impl RequestBody {
-    pub(crate) fn new(inner: UnsyncBoxBody<Bytes, BoxError>, in_flight: Arc<InFlight>) -> Self {
+    /// `inner: None` stands for an empty body.
+    pub(crate) fn new(
+        inner: Option<UnsyncBoxBody<Bytes, BoxError>>,
+        in_flight: Arc<InFlight>,
+    ) -> Self {
         Self {
             inner,
             in_flight,
@@ -349,7 +355,10 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.look();
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let polled = match &mut self.inner {
+            Some(inner) => Pin::new(inner).poll_frame(cx),
+            None => Poll::Ready(None),
+        };
         self.in_flight.stamp(polled.is_pending());
         if let Poll::Ready(None) = polled {
             self.ended();
@@ -359,7 +368,7 @@ impl Body for RequestBody {
 
     fn is_end_stream(&self) -> bool {
         self.look();
-        let end = self.inner.is_end_stream();
+        let end = self.inner.as_ref().is_none_or(Body::is_end_stream);
         if end {
             self.ended();
         }
@@ -368,7 +377,9 @@ impl Body for RequestBody {
 
     fn size_hint(&self) -> SizeHint {
         self.look();
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }
 
@@ -456,7 +467,7 @@ mod tests {
 
     fn body(in_flight: &Arc<InFlight>) -> RequestBody {
         let inner = Empty::<Bytes>::new().map_err(Into::into).boxed_unsync();
-        RequestBody::new(inner, in_flight.clone())
+        RequestBody::new(Some(inner), in_flight.clone())
     }
 
     #[tokio::test(start_paused = true)]
@@ -487,6 +498,20 @@ mod tests {
         );
         drop(body);
         assert!(in_flight.may_have_reached_server(), "it was looked at");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_empty_body_needs_no_box_and_reports_like_one() {
+        let in_flight = InFlight::new(host(), Instant::now(), false);
+        in_flight.start_waiting();
+        let mut body = RequestBody::new(None, in_flight.clone());
+        assert_eq!(body.size_hint().exact(), Some(0));
+        assert_eq!(in_flight.progress(), Progress::At(in_flight.created));
+        assert!(body.is_end_stream());
+        assert!(in_flight.handed_over());
+        assert!(body.frame().await.is_none());
+        drop(body);
+        assert!(in_flight.may_have_reached_server());
     }
 
     #[tokio::test(start_paused = true)]
@@ -524,7 +549,7 @@ mod tests {
         let in_flight = InFlight::new(host(), created, false);
         in_flight.start_waiting();
         let mut body = RequestBody::new(
-            Chan(rx).map_err(Into::into).boxed_unsync(),
+            Some(Chan(rx).map_err(Into::into).boxed_unsync()),
             in_flight.clone(),
         );
         assert!(!body.is_end_stream());

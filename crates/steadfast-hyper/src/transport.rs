@@ -203,7 +203,11 @@ impl Inner {
             (observed && host.h2.load(Ordering::Relaxed)).then(|| capture_connection(&mut req));
         let in_flight = InFlight::new(host, Instant::now(), observed && capture.is_none());
         let sent = in_flight.clone();
-        let req = req.map(|b| RequestBody::new(b.map_err(Into::into).boxed_unsync(), sent));
+        let req = req.map(|b| {
+            // An empty body (most GETs) is not boxed: hyper only asks whether it ended.
+            let inner = (!b.is_end_stream()).then(|| b.map_err(Into::into).boxed_unsync());
+            RequestBody::new(inner, sent)
+        });
         let response = self.client.request(req);
         ResponseFuture::start(response, in_flight, capture, deadline)
     }

@@ -10,15 +10,24 @@
 //!   20 ms latency per page, `prefetch(1)` against `prefetch(4)`.
 //!
 //! `cargo bench -p steadfast-paginate --bench paginate`
+//!
+//! On a shared machine, criterion's wall-clock times drift with the load of
+//! other tenants by more than the 2 % in question. `PAGINATE_AB=<rounds>`
+//! runs the overhead comparison interleaved instead: each round crawls once
+//! with each contender, in a rotating order, timing the bench thread's
+//! on-CPU time (`CLOCK_THREAD_CPUTIME_ID`: time the thread was
+//! descheduled for other tenants does not count) and wall time; the ratio to
+//! the hand-written loop is taken within the round, and the median over the
+//! rounds printed with its quartiles:
+//!
+//! `PAGINATE_AB=101 cargo bench -p steadfast-paginate --bench paginate`
 
 mod common;
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use criterion::{
-    BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
-};
+use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group};
 use futures_util::StreamExt as _;
 use http::{Request, Response, Uri};
 use http_body_util::Empty;
@@ -143,4 +152,92 @@ fn prefetch(c: &mut Criterion) {
 }
 
 criterion_group!(benches, overhead, prefetch);
-criterion_main!(benches);
+
+/// The bench thread's on-CPU time so far (`CLOCK_THREAD_CPUTIME_ID`).
+fn thread_cpu() -> Option<Duration> {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    let secs = u64::try_from(t.tv_sec).ok()?;
+    let nanos = u32::try_from(t.tv_nsec).ok()?;
+    Some(Duration::new(secs, nanos))
+}
+
+/// First quartile, median, third quartile.
+fn quartiles(v: &mut [f64]) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    (at(0.25), at(0.5), at(0.75))
+}
+
+/// The interleaved overhead comparison; see the crate docs above.
+fn interleaved_for<T: DeserializeOwned + Send + 'static>(
+    rounds: usize,
+    name: &str,
+    item: fn(usize) -> serde_json::Value,
+) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let Crawl {
+        transport,
+        paginator,
+        start,
+        total,
+    } = crawl(item);
+    let run = |which: usize| {
+        rt.block_on(async {
+            let n = match which {
+                0 => hand_written::<T>(&transport).await,
+                1 => count_items(paginator.start(start.clone()).items::<T>()).await,
+                _ => count_page_items(paginator.start(start.clone()).pages::<T>()).await,
+            };
+            assert_eq!(n, total);
+        });
+    };
+    for which in 0..3 {
+        run(which); // warm up
+    }
+    let (mut cpu, mut wall) = ([vec![], vec![]], [vec![], vec![]]);
+    for round in 0..rounds {
+        let mut took = [(Duration::ZERO, Duration::ZERO); 3];
+        for k in 0..3 {
+            let which = (round + k) % 3;
+            let (cpu0, wall0) = (thread_cpu().unwrap_or_default(), std::time::Instant::now());
+            run(which);
+            took[which] = (
+                thread_cpu().unwrap_or_default().saturating_sub(cpu0),
+                wall0.elapsed(),
+            );
+        }
+        for i in 0..2 {
+            cpu[i].push(took[i + 1].0.as_secs_f64() / took[0].0.as_secs_f64().max(1e-9));
+            wall[i].push(took[i + 1].1.as_secs_f64() / took[0].1.as_secs_f64());
+        }
+    }
+    println!("{name}: {rounds} rounds, time relative to the hand-written loop:");
+    for (i, contender) in ["items()", "pages()"].iter().enumerate() {
+        let (c, w) = (quartiles(&mut cpu[i]), quartiles(&mut wall[i]));
+        println!(
+            "  {contender:<8} on-CPU median {:+.2} % (quartiles {:+.2} to {:+.2} %); \
+             wall median {:+.2} % ({:+.2} to {:+.2} %)",
+            (c.1 - 1.0) * 100.0,
+            (c.0 - 1.0) * 100.0,
+            (c.2 - 1.0) * 100.0,
+            (w.1 - 1.0) * 100.0,
+            (w.0 - 1.0) * 100.0,
+            (w.2 - 1.0) * 100.0,
+        );
+    }
+}
+
+fn main() {
+    if let Ok(rounds) = std::env::var("PAGINATE_AB") {
+        let rounds = rounds
+            .parse()
+            .expect("PAGINATE_AB must be a number of rounds");
+        interleaved_for::<Tiny>(rounds, "tiny items (~30 bytes)", tiny);
+        interleaved_for::<Issue>(rounds, "issue-sized items (~600 bytes)", issue);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
