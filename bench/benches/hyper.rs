@@ -246,6 +246,15 @@ fn interleaved(rounds: usize) {
         .pool_observer(steadfast_pool::PoolStats::new())
         .build()
         .unwrap();
+    let counters_only = HyperTransport::builder()
+        .pool_observer(
+            steadfast_pool::PoolStats::builder()
+                .track_connections(false)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
     type Run<'a> = Box<dyn Fn(u64, u64) -> Duration + 'a>;
     let bare_run: Run<'_> = Box::new(|iters, n| {
         let (client, uri) = (bare.clone(), uri.clone());
@@ -273,10 +282,14 @@ fn interleaved(rounds: usize) {
             }))
         })
     };
-    let contenders: [(&str, Run<'_>); 3] = [
+    let contenders: [(&str, Run<'_>); 4] = [
         ("bare_hyper_util", bare_run),
         ("steadfast_hyper", transport_run(&transport)),
         ("steadfast_hyper_pool_stats", transport_run(&observed)),
+        (
+            "steadfast_hyper_pool_counters",
+            transport_run(&counters_only),
+        ),
     ];
     for (concurrency, iters) in [(1_u64, 2_000_u64), (100, 5_000)] {
         // Warm up: connections open, caches warm.
@@ -286,6 +299,8 @@ fn interleaved(rounds: usize) {
         let mut wall = vec![Vec::new(); contenders.len()];
         let mut cpu = vec![Vec::new(); contenders.len()];
         let mut client = vec![Vec::new(); contenders.len()];
+        // Pool metrics on vs off: the observed transports against the plain one.
+        let mut metrics = vec![Vec::new(); contenders.len()];
         for round in 0..rounds {
             let mut took = vec![(Duration::ZERO, Duration::ZERO, Duration::ZERO); contenders.len()];
             for k in 0..contenders.len() {
@@ -306,6 +321,7 @@ fn interleaved(rounds: usize) {
                 wall[i].push(ratio(took[0].0, took[i].0));
                 cpu[i].push(ratio(took[i].1, took[0].1));
                 client[i].push(ratio(took[i].2, took[0].2));
+                metrics[i].push(ratio(took[1].0, took[i].0));
             }
         }
         println!("concurrency {concurrency}, {rounds} rounds of {iters} requests each:");
@@ -317,6 +333,13 @@ fn interleaved(rounds: usize) {
                  CPU time vs bare: process {:.3} ({:.3}-{:.3}), \
                  client thread {:.3} ({:.3}-{:.3})",
                 contenders[i].0, w.1, w.0, w.2, c.1, c.0, c.2, t.1, t.0, t.2
+            );
+        }
+        for i in 2..contenders.len() {
+            let m = quartiles(&mut metrics[i]);
+            println!(
+                "  {:<28} req/s vs steadfast_hyper without an observer: median {:.3} ({:.3}-{:.3})",
+                contenders[i].0, m.1, m.0, m.2
             );
         }
     }
