@@ -255,7 +255,6 @@ fn interleaved(rounds: usize) {
         )
         .build()
         .unwrap();
-    type Run<'a> = Box<dyn Fn(u64, u64) -> Duration + 'a>;
     let bare_run: Run<'_> = Box::new(|iters, n| {
         let (client, uri) = (bare.clone(), uri.clone());
         rt.block_on(drive(iters, n, move || {
@@ -292,56 +291,65 @@ fn interleaved(rounds: usize) {
         ),
     ];
     for (concurrency, iters) in [(1_u64, 2_000_u64), (100, 5_000)] {
-        // Warm up: connections open, caches warm.
-        for (_, run) in &contenders {
-            run(iters, concurrency);
+        compare(&contenders, rounds, concurrency, iters);
+    }
+}
+
+/// One contender: runs `iters` requests at a concurrency, returns the wall time.
+type Run<'a> = Box<dyn Fn(u64, u64) -> Duration + 'a>;
+
+/// The rounds of one concurrency: every contender once per round, the
+/// first one the reference, the second the one without pool metrics.
+fn compare(contenders: &[(&str, Run<'_>)], rounds: usize, concurrency: u64, iters: u64) {
+    // Warm up: connections open, caches warm.
+    for (_, run) in contenders {
+        run(iters, concurrency);
+    }
+    let mut wall = vec![Vec::new(); contenders.len()];
+    let mut cpu = vec![Vec::new(); contenders.len()];
+    let mut client = vec![Vec::new(); contenders.len()];
+    // Pool metrics on vs off: the observed transports against the plain one.
+    let mut metrics = vec![Vec::new(); contenders.len()];
+    for round in 0..rounds {
+        let mut took = vec![(Duration::ZERO, Duration::ZERO, Duration::ZERO); contenders.len()];
+        for k in 0..contenders.len() {
+            let i = (round + k) % contenders.len();
+            let cpu_before = cpu_time().unwrap_or_default();
+            let client_before = thread_cpu_time().unwrap_or_default();
+            let elapsed = contenders[i].1(iters, concurrency);
+            took[i] = (
+                elapsed,
+                cpu_time().unwrap_or_default().saturating_sub(cpu_before),
+                thread_cpu_time()
+                    .unwrap_or_default()
+                    .saturating_sub(client_before),
+            );
         }
-        let mut wall = vec![Vec::new(); contenders.len()];
-        let mut cpu = vec![Vec::new(); contenders.len()];
-        let mut client = vec![Vec::new(); contenders.len()];
-        // Pool metrics on vs off: the observed transports against the plain one.
-        let mut metrics = vec![Vec::new(); contenders.len()];
-        for round in 0..rounds {
-            let mut took = vec![(Duration::ZERO, Duration::ZERO, Duration::ZERO); contenders.len()];
-            for k in 0..contenders.len() {
-                let i = (round + k) % contenders.len();
-                let cpu_before = cpu_time().unwrap_or_default();
-                let client_before = thread_cpu_time().unwrap_or_default();
-                let elapsed = contenders[i].1(iters, concurrency);
-                took[i] = (
-                    elapsed,
-                    cpu_time().unwrap_or_default().saturating_sub(cpu_before),
-                    thread_cpu_time()
-                        .unwrap_or_default()
-                        .saturating_sub(client_before),
-                );
-            }
-            let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
-            for i in 1..contenders.len() {
-                wall[i].push(ratio(took[0].0, took[i].0));
-                cpu[i].push(ratio(took[i].1, took[0].1));
-                client[i].push(ratio(took[i].2, took[0].2));
-                metrics[i].push(ratio(took[1].0, took[i].0));
-            }
-        }
-        println!("concurrency {concurrency}, {rounds} rounds of {iters} requests each:");
+        let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
         for i in 1..contenders.len() {
-            let (w, c) = (quartiles(&mut wall[i]), quartiles(&mut cpu[i]));
-            let t = quartiles(&mut client[i]);
-            println!(
-                "  {:<28} req/s vs bare: median {:.3} (quartiles {:.3}-{:.3}); \
-                 CPU time vs bare: process {:.3} ({:.3}-{:.3}), \
-                 client thread {:.3} ({:.3}-{:.3})",
-                contenders[i].0, w.1, w.0, w.2, c.1, c.0, c.2, t.1, t.0, t.2
-            );
+            wall[i].push(ratio(took[0].0, took[i].0));
+            cpu[i].push(ratio(took[i].1, took[0].1));
+            client[i].push(ratio(took[i].2, took[0].2));
+            metrics[i].push(ratio(took[1].0, took[i].0));
         }
-        for i in 2..contenders.len() {
-            let m = quartiles(&mut metrics[i]);
-            println!(
-                "  {:<28} req/s vs steadfast_hyper without an observer: median {:.3} ({:.3}-{:.3})",
-                contenders[i].0, m.1, m.0, m.2
-            );
-        }
+    }
+    println!("concurrency {concurrency}, {rounds} rounds of {iters} requests each:");
+    for i in 1..contenders.len() {
+        let (w, c) = (quartiles(&mut wall[i]), quartiles(&mut cpu[i]));
+        let t = quartiles(&mut client[i]);
+        println!(
+            "  {:<28} req/s vs bare: median {:.3} (quartiles {:.3}-{:.3}); \
+             CPU time vs bare: process {:.3} ({:.3}-{:.3}), \
+             client thread {:.3} ({:.3}-{:.3})",
+            contenders[i].0, w.1, w.0, w.2, c.1, c.0, c.2, t.1, t.0, t.2
+        );
+    }
+    for i in 2..contenders.len() {
+        let m = quartiles(&mut metrics[i]);
+        println!(
+            "  {:<28} req/s vs steadfast_hyper without an observer: median {:.3} ({:.3}-{:.3})",
+            contenders[i].0, m.1, m.0, m.2
+        );
     }
 }
 
