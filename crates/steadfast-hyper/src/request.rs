@@ -23,8 +23,8 @@
 //! capture the connection (a watch channel per request). An HTTP/1
 //! connection takes a request and writes it in one poll of its own task:
 //! the body, looked at first, leaves the request in a per-thread list
-//! ([`taken`]), and the connection's next read or write in that same task
-//! claims it ([`bind_taken`]). A request nobody claimed (its connection
+//! ([`taken`]), and the connection's next write in that same task claims
+//! it ([`bind_taken`]). A request nobody claimed (its connection
 //! speaks HTTP/2, whose socket another task drives) is bound by the
 //! connection hyper-util names on its response, or for hosts known to
 //! speak HTTP/2, by hyper-util's capture (see [`crate::future`]). However
@@ -401,9 +401,9 @@ impl std::fmt::Debug for RequestBody {
 
 thread_local! {
     /// Requests taken by a connection during the current poll of its task,
-    /// with that task, waiting for the connection's next read or write.
+    /// with that task, waiting for the connection's next write.
     static TAKEN: RefCell<Vec<(tokio::task::Id, Arc<InFlight>)>> = const { RefCell::new(Vec::new()) };
-    /// `TAKEN` is not empty: the one check every read and write pays.
+    /// `TAKEN` is not empty: the one check every write pays.
     static ANY_TAKEN: Cell<bool> = const { Cell::new(false) };
 }
 
@@ -421,7 +421,7 @@ fn taken(in_flight: &Arc<InFlight>) {
     ANY_TAKEN.set(true);
 }
 
-/// Called by a connection's IO on every read and write: binds to `conn`
+/// Called by a connection's IO on every write: binds to `conn`
 /// the requests its own task just took. One thread-local read otherwise.
 #[inline]
 pub(crate) fn bind_taken(conn: &Arc<ConnShared>) {
