@@ -201,13 +201,12 @@ impl Inner {
         let observed = host.observer.is_some();
         let capture =
             (observed && host.h2.load(Ordering::Relaxed)).then(|| capture_connection(&mut req));
-        let in_flight = InFlight::new(host, Instant::now(), observed && capture.is_none());
-        let sent = in_flight.clone();
-        let req = req.map(|b| {
-            // An empty body (most GETs) is not boxed: hyper only asks whether it ended.
-            let inner = (!b.is_end_stream()).then(|| b.map_err(Into::into).boxed_unsync());
-            RequestBody::new(inner, sent)
-        });
+        let (parts, body) = req.into_parts();
+        // An empty body (most GETs) is not boxed: hyper only asks whether it ended.
+        let body = (!body.is_end_stream()).then(|| body.map_err(Into::into).boxed_unsync());
+        let claim = observed && capture.is_none();
+        let in_flight = InFlight::new(host, Instant::now(), claim, body);
+        let req = Request::from_parts(parts, RequestBody::new(in_flight.clone()));
         let response = self.client.request(req);
         ResponseFuture::start(response, in_flight, capture, deadline)
     }
