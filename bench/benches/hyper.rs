@@ -117,88 +117,106 @@ where
         .mul_f64(iters as f64 / (per_task * concurrency) as f64)
 }
 
+/// The server, the runtime the clients run on, and every contender.
+struct Setup {
+    rt: Runtime,
+    uri: http::Uri,
+    bare: Client<HttpConnector, Empty<Bytes>>,
+    /// The transport with the no-op observer.
+    transport: HyperTransport,
+    /// The same feeding steadfast-pool's `PoolStats` (issue 8's "metrics on
+    /// vs off"): exact pool events plus the counters.
+    observed: HyperTransport,
+    /// The same with `PoolStats` counters only (no connection tracking).
+    counters_only: HyperTransport,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let addr = start_server();
+        let rt = runtime();
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let bare = rt.block_on(async {
+            Client::builder(TokioExecutor::new())
+                .pool_timer(TokioTimer::new())
+                .pool_max_idle_per_host(100)
+                .build(connector)
+        });
+        let with_observer = |o: Arc<dyn steadfast_core::pool::PoolObserver>| {
+            HyperTransport::builder().pool_observer(o).build().unwrap()
+        };
+        let counters = steadfast_pool::PoolStats::builder()
+            .track_connections(false)
+            .build()
+            .unwrap();
+        Self {
+            uri: format!("http://{addr}/").parse().unwrap(),
+            bare,
+            transport: with_observer(Arc::new(NoopPoolObserver)),
+            observed: with_observer(steadfast_pool::PoolStats::new()),
+            counters_only: with_observer(counters),
+            rt,
+        }
+    }
+
+    /// `iters` requests through the bare client (inside
+    /// `tokio::time::timeout` with `timeout`); the wall time.
+    fn bare(&self, iters: u64, concurrency: u64, timeout: bool) -> Duration {
+        let (client, uri) = (self.bare.clone(), self.uri.clone());
+        self.rt.block_on(drive(iters, concurrency, move || {
+            let (client, req) = (client.clone(), request(&uri));
+            async move {
+                let res = if timeout {
+                    tokio::time::timeout(READ_TIMEOUT, client.request(req))
+                        .await
+                        .unwrap()
+                } else {
+                    client.request(req).await
+                };
+                let body = res.unwrap().into_body().collect().await.unwrap();
+                assert_eq!(body.to_bytes().len(), 2);
+            }
+        }))
+    }
+
+    /// `iters` requests through `t`; the wall time.
+    fn transport(&self, t: &HyperTransport, iters: u64, concurrency: u64) -> Duration {
+        let (t, uri) = (t.clone(), self.uri.clone());
+        self.rt.block_on(drive(iters, concurrency, move || {
+            let (t, req) = (t.clone(), request(&uri));
+            async move {
+                let res = t.send(req).await.unwrap();
+                let body = res.into_body().collect().await.unwrap().to_bytes();
+                assert_eq!(body.len(), 2);
+            }
+        }))
+    }
+}
+
 fn bench(c: &mut Criterion) {
-    let addr = start_server();
-    let uri: http::Uri = format!("http://{addr}/").parse().unwrap();
-    let rt = runtime();
-
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    let bare: Client<_, Empty<Bytes>> = rt.block_on(async {
-        Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_max_idle_per_host(100)
-            .build(connector)
-    });
-    let transport = HyperTransport::builder()
-        .pool_observer(Arc::new(NoopPoolObserver))
-        .build()
-        .unwrap();
-    // The same transport feeding steadfast-pool's `PoolStats` (issue 8's
-    // "metrics on vs off"): exact pool events plus the counters.
-    let observed = HyperTransport::builder()
-        .pool_observer(steadfast_pool::PoolStats::new())
-        .build()
-        .unwrap();
-
+    let setup = Setup::new();
     let mut group = c.benchmark_group("hyper_transport");
     group.throughput(Throughput::Elements(1));
     for concurrency in [1_u64, 100] {
-        group.bench_with_input(
-            BenchmarkId::new("bare_hyper_util", concurrency),
-            &concurrency,
-            |b, &n| {
-                b.iter_custom(|iters| {
-                    let (client, uri) = (bare.clone(), uri.clone());
-                    rt.block_on(drive(iters, n, move || {
-                        let (client, req) = (client.clone(), request(&uri));
-                        async move {
-                            let res = client.request(req).await.unwrap();
-                            let body = res.into_body().collect().await.unwrap().to_bytes();
-                            assert_eq!(body.len(), 2);
-                        }
-                    }))
-                });
-            },
-        );
-        group.bench_with_input(
-            BenchmarkId::new("bare_hyper_util_timeout", concurrency),
-            &concurrency,
-            |b, &n| {
-                b.iter_custom(|iters| {
-                    let (client, uri) = (bare.clone(), uri.clone());
-                    rt.block_on(drive(iters, n, move || {
-                        let (client, req) = (client.clone(), request(&uri));
-                        async move {
-                            let res = tokio::time::timeout(READ_TIMEOUT, client.request(req));
-                            let res = res.await.unwrap().unwrap();
-                            let body = res.into_body().collect().await.unwrap().to_bytes();
-                            assert_eq!(body.len(), 2);
-                        }
-                    }))
-                });
-            },
-        );
-        for (name, t) in [
-            ("steadfast_hyper", &transport),
-            ("steadfast_hyper_pool_stats", &observed),
+        for (name, timeout) in [
+            ("bare_hyper_util", false),
+            ("bare_hyper_util_timeout", true),
         ] {
             group.bench_with_input(
                 BenchmarkId::new(name, concurrency),
                 &concurrency,
-                |b, &n| {
-                    b.iter_custom(|iters| {
-                        let (t, uri) = (t.clone(), uri.clone());
-                        rt.block_on(drive(iters, n, move || {
-                            let (t, req) = (t.clone(), request(&uri));
-                            async move {
-                                let res = t.send(req).await.unwrap();
-                                let body = res.into_body().collect().await.unwrap().to_bytes();
-                                assert_eq!(body.len(), 2);
-                            }
-                        }))
-                    });
-                },
+                |b, &n| b.iter_custom(|iters| setup.bare(iters, n, timeout)),
+            );
+        }
+        for (name, t) in [
+            ("steadfast_hyper", &setup.transport),
+            ("steadfast_hyper_pool_stats", &setup.observed),
+        ] {
+            group.bench_with_input(
+                BenchmarkId::new(name, concurrency),
+                &concurrency,
+                |b, &n| b.iter_custom(|iters| setup.transport(t, iters, n)),
             );
         }
     }
@@ -227,67 +245,24 @@ fn thread_cpu_time() -> Option<Duration> {
 /// The interleaved A/B comparison (see the crate docs above): `rounds`
 /// rounds per concurrency, every contender once per round.
 fn interleaved(rounds: usize) {
-    let addr = start_server();
-    let uri: http::Uri = format!("http://{addr}/").parse().unwrap();
-    let rt = runtime();
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    let bare: Client<_, Empty<Bytes>> = rt.block_on(async {
-        Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_max_idle_per_host(100)
-            .build(connector)
-    });
-    let transport = HyperTransport::builder()
-        .pool_observer(Arc::new(NoopPoolObserver))
-        .build()
-        .unwrap();
-    let observed = HyperTransport::builder()
-        .pool_observer(steadfast_pool::PoolStats::new())
-        .build()
-        .unwrap();
-    let counters_only = HyperTransport::builder()
-        .pool_observer(
-            steadfast_pool::PoolStats::builder()
-                .track_connections(false)
-                .build()
-                .unwrap(),
-        )
-        .build()
-        .unwrap();
-    let bare_run: Run<'_> = Box::new(|iters, n| {
-        let (client, uri) = (bare.clone(), uri.clone());
-        rt.block_on(drive(iters, n, move || {
-            let (client, req) = (client.clone(), request(&uri));
-            async move {
-                let res = client.request(req).await.unwrap();
-                let body = res.into_body().collect().await.unwrap().to_bytes();
-                assert_eq!(body.len(), 2);
-            }
-        }))
-    });
-    let transport_run = |t: &HyperTransport| -> Run<'_> {
-        let t = t.clone();
-        let (rt, uri) = (&rt, uri.clone());
-        Box::new(move |iters, n| {
-            let (t, uri) = (t.clone(), uri.clone());
-            rt.block_on(drive(iters, n, move || {
-                let (t, req) = (t.clone(), request(&uri));
-                async move {
-                    let res = t.send(req).await.unwrap();
-                    let body = res.into_body().collect().await.unwrap().to_bytes();
-                    assert_eq!(body.len(), 2);
-                }
-            }))
-        })
-    };
+    let setup = Setup::new();
+    let s = &setup;
     let contenders: [(&str, Run<'_>); 4] = [
-        ("bare_hyper_util", bare_run),
-        ("steadfast_hyper", transport_run(&transport)),
-        ("steadfast_hyper_pool_stats", transport_run(&observed)),
+        (
+            "bare_hyper_util",
+            Box::new(|iters, n| s.bare(iters, n, false)),
+        ),
+        (
+            "steadfast_hyper",
+            Box::new(|iters, n| s.transport(&s.transport, iters, n)),
+        ),
+        (
+            "steadfast_hyper_pool_stats",
+            Box::new(|iters, n| s.transport(&s.observed, iters, n)),
+        ),
         (
             "steadfast_hyper_pool_counters",
-            transport_run(&counters_only),
+            Box::new(|iters, n| s.transport(&s.counters_only, iters, n)),
         ),
     ];
     for (concurrency, iters) in [(1_u64, 2_000_u64), (100, 5_000)] {
