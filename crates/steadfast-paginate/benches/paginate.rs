@@ -39,7 +39,7 @@ use steadfast_core::Transport;
 use steadfast_paginate::{OffsetLimit, PageNumber, Paginator, Strategy};
 use steadfast_testkit::FaultServer;
 
-use common::{Crawl, Issue, Tiny, count_items, count_page_items, crawl, hand_written, issue, tiny};
+use common::{Contender, Issue, Tiny, crawl, issue, tiny};
 
 fn overhead_for<T: DeserializeOwned + Send + 'static>(
     c: &mut Criterion,
@@ -49,31 +49,16 @@ fn overhead_for<T: DeserializeOwned + Send + 'static>(
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let Crawl {
-        transport,
-        paginator,
-        start,
-        total,
-    } = crawl(item);
-
+    let crawl = crawl(item);
     let mut group = c.benchmark_group(format!("paginate/overhead_{name}"));
-    group.throughput(Throughput::Elements(total));
-    group.bench_function("hand_written_loop", |b| {
-        b.to_async(&rt)
-            .iter(|| async { assert_eq!(hand_written::<T>(&transport).await, total) });
-    });
-    group.bench_function("paginator_items", |b| {
-        b.to_async(&rt).iter(|| async {
-            let items = paginator.start(start.clone()).items::<T>();
-            assert_eq!(count_items(items).await, total);
-        });
-    });
-    group.bench_function("paginator_pages", |b| {
-        b.to_async(&rt).iter(|| async {
-            let pages = paginator.start(start.clone()).pages::<T>();
-            assert_eq!(count_page_items(pages).await, total);
-        });
-    });
+    group.throughput(Throughput::Elements(crawl.total));
+    for (how, id) in
+        Contender::ALL
+            .into_iter()
+            .zip(["hand_written_loop", "paginator_items", "paginator_pages"])
+    {
+        group.bench_function(id, |b| b.to_async(&rt).iter(|| crawl.run::<T>(how)));
+    }
     group.finish();
 }
 
@@ -177,22 +162,8 @@ fn interleaved_for<T: DeserializeOwned + Send + 'static>(
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let Crawl {
-        transport,
-        paginator,
-        start,
-        total,
-    } = crawl(item);
-    let run = |which: usize| {
-        rt.block_on(async {
-            let n = match which {
-                0 => hand_written::<T>(&transport).await,
-                1 => count_items(paginator.start(start.clone()).items::<T>()).await,
-                _ => count_page_items(paginator.start(start.clone()).pages::<T>()).await,
-            };
-            assert_eq!(n, total);
-        });
-    };
+    let crawl = crawl(item);
+    let run = |which: usize| rt.block_on(crawl.run::<T>(Contender::ALL[which]));
     for which in 0..3 {
         run(which); // warm up
     }
@@ -214,7 +185,8 @@ fn interleaved_for<T: DeserializeOwned + Send + 'static>(
         }
     }
     println!("{name}: {rounds} rounds, time relative to the hand-written loop:");
-    for (i, contender) in ["items()", "pages()"].iter().enumerate() {
+    for (i, how) in Contender::ALL[1..].iter().enumerate() {
+        let contender = format!("{}()", how.mode());
         let (c, w) = (quartiles(&mut cpu[i]), quartiles(&mut wall[i]));
         println!(
             "  {contender:<8} on-CPU median {:+.2} % (quartiles {:+.2} to {:+.2} %); \

@@ -22,41 +22,33 @@ mod common;
 
 use serde::de::DeserializeOwned;
 
-use common::{Crawl, Issue, Tiny, count_items, count_page_items, crawl, hand_written, issue, tiny};
+use common::{Contender, Issue, Tiny, crawl, issue, tiny};
 
 async fn run<T: DeserializeOwned + Send + 'static>(
-    mode: &str,
+    how: Contender,
     item: fn(usize) -> serde_json::Value,
     n: usize,
 ) {
-    let Crawl {
-        transport,
-        paginator,
-        start,
-        total,
-    } = crawl(item);
+    let crawl = crawl(item);
     for _ in 0..n {
-        let count = match mode {
-            "hand" => hand_written::<T>(&transport).await,
-            "items" => count_items(paginator.start(start.clone()).items::<T>()).await,
-            "pages" => count_page_items(paginator.start(start.clone()).pages::<T>()).await,
-            other => panic!("unknown mode {other:?}: use hand, items or pages"),
-        };
-        assert_eq!(count, total);
+        crawl.run::<T>(how).await;
     }
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mode = args.get(1).map_or("items", String::as_str);
+    let Some(how) = Contender::ALL.into_iter().find(|c| c.mode() == mode) else {
+        panic!("unknown mode {mode:?}: use hand, items or pages");
+    };
     let size = args.get(2).map_or("tiny", String::as_str);
     let n: usize = args.get(3).map_or(1, |n| n.parse().expect("a crawl count"));
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
     match size {
-        "tiny" => rt.block_on(run::<Tiny>(mode, tiny, n)),
-        "issue" => rt.block_on(run::<Issue>(mode, issue, n)),
+        "tiny" => rt.block_on(run::<Tiny>(how, tiny, n)),
+        "issue" => rt.block_on(run::<Issue>(how, issue, n)),
         other => panic!("unknown item size {other:?}: use tiny or issue"),
     }
 }

@@ -1,7 +1,8 @@
 //! The fixture shared by `benches/paginate.rs` and
 //! `examples/paginate_callgrind.rs`: 100 in-memory cursor pages of 100
 //! items, the transport serving them, the loop a user would write by hand,
-//! and the loops that drain the paginator's streams.
+//! the loops that drain the paginator's streams, and [`Contender`], the
+//! three crawls that the overhead comparisons set side by side.
 
 use std::convert::Infallible;
 use std::fmt::Debug;
@@ -136,6 +137,48 @@ pub(crate) fn crawl(
         paginator,
         start: BASE.parse().unwrap(),
         total: (PAGES * PER_PAGE) as u64,
+    }
+}
+
+/// One way to crawl the fixture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Contender {
+    /// [`hand_written`].
+    Hand,
+    /// The paginator's `items()`.
+    Items,
+    /// The paginator's `pages()`.
+    Pages,
+}
+
+impl Contender {
+    /// The reference first.
+    pub(crate) const ALL: [Self; 3] = [Self::Hand, Self::Items, Self::Pages];
+
+    /// Its name on the callgrind probe's command line.
+    pub(crate) const fn mode(self) -> &'static str {
+        match self {
+            Self::Hand => "hand",
+            Self::Items => "items",
+            Self::Pages => "pages",
+        }
+    }
+}
+
+impl<Tr: Transport<Empty<Bytes>, Body = Full<Bytes>>> Crawl<Tr> {
+    /// Crawls every page once the way `how` does; checks that every item
+    /// came through.
+    pub(crate) async fn run<T: DeserializeOwned + Send + 'static>(&self, how: Contender) {
+        let count = match how {
+            Contender::Hand => hand_written::<T>(&self.transport).await,
+            Contender::Items => {
+                count_items(self.paginator.start(self.start.clone()).items::<T>()).await
+            }
+            Contender::Pages => {
+                count_page_items(self.paginator.start(self.start.clone()).pages::<T>()).await
+            }
+        };
+        assert_eq!(count, self.total);
     }
 }
 
