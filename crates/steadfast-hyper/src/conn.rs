@@ -433,7 +433,6 @@ impl AsyncWrite for Stream {
 pub(crate) struct Conn {
     io: TokioIo<Stream>,
     shared: Arc<ConnShared>,
-    h2: bool,
     /// HTTP/1 with a pool observer: see [`Conn::claim_taken`].
     claims: bool,
     _permit: OwnedSemaphorePermit,
@@ -444,7 +443,7 @@ impl fmt::Debug for Conn {
         f.debug_struct("Conn")
             .field("id", &self.shared.id)
             .field("host", &self.shared.host.key)
-            .field("h2", &self.h2)
+            .field("h2", &self.shared.h2)
             .finish_non_exhaustive()
     }
 }
@@ -487,7 +486,6 @@ impl Conn {
                 uses: AtomicU64::new(0),
                 io_failure: AtomicU8::new(IO_OK),
             }),
-            h2,
             claims,
             _permit: permit,
         }
@@ -538,7 +536,7 @@ impl Connection for Conn {
         // Only our tag: one extra is cheaper to copy into every response
         // than a chain, and `ConnectionInfo` carries the addresses too.
         let connected = Connected::new().extra(ConnectionInfo(self.shared.clone()));
-        if self.h2 {
+        if self.shared.h2 {
             connected.negotiated_h2()
         } else {
             connected
