@@ -162,9 +162,9 @@ impl Active {
 
     /// The hold the response's body takes over.
     fn held_for(&self, res: &Response<Incoming>) -> Result<Option<Held>, HyperError> {
-        let info = res.extensions().get::<ConnectionInfo>();
+        let info = || res.extensions().get::<ConnectionInfo>();
         if self.host().observer.is_none() {
-            return Ok(info.map(|c| {
+            return Ok(info().map(|c| {
                 // Counted here rather than at assignment: nobody watches the difference.
                 c.0.assign();
                 Held::unobserved(c.0.clone())
@@ -172,8 +172,8 @@ impl Active {
         }
         // No connection claimed the request (an HTTP/2 socket runs in a
         // task of its own): the response names it.
-        if let Some(info) = info
-            && self.in_flight.acquiring()
+        if self.in_flight.acquiring()
+            && let Some(info) = info()
         {
             let at = self.in_flight.taken_at().unwrap_or_else(Instant::now);
             self.in_flight.bind(&info.0, at);
