@@ -122,7 +122,7 @@ impl Active {
             return;
         }
         if let Some(info) = connection_info(capture.connection_metadata().as_ref()) {
-            self.in_flight.bind(&info.0, Instant::now());
+            self.in_flight.bind(&info.0);
         }
     }
 
@@ -131,7 +131,7 @@ impl Active {
     /// the request, it reports the release).
     fn failed(&mut self, e: hyper_util::client::legacy::Error) -> (HyperError, Option<Held>) {
         let conn = match self.in_flight.bound_conn() {
-            Some(conn) => Some(conn.clone()),
+            Some(conn) => Some(conn),
             None => connection_info(e.connect_info()).map(|c| c.0),
         };
         let err = match conn {
@@ -175,8 +175,7 @@ impl Active {
         if self.in_flight.acquiring()
             && let Some(info) = info()
         {
-            let at = self.in_flight.taken_at().unwrap_or_else(Instant::now);
-            self.in_flight.bind(&info.0, at);
+            self.in_flight.bind(&info.0);
         }
         if let Some(held) = self.in_flight.take_hold() {
             return Ok(Some(held));
@@ -221,8 +220,9 @@ impl Drop for Active {
         if !self.polled {
             return;
         }
-        // A request that finished with no pool observer has nothing to settle.
-        if self.response.is_some() || self.in_flight.host.observer.is_some() {
+        // A request that finished with its pool events reported (or none
+        // to report) has nothing to settle.
+        if self.response.is_some() || self.in_flight.unsettled() {
             self.abandon();
         }
         self.in_flight.stop_waiting();

@@ -22,7 +22,7 @@
 //! request, so the pool events are exact without asking hyper-util to
 //! capture the connection (a watch channel per request). An HTTP/1
 //! connection takes a request and writes it in one poll of its own task:
-//! the body, looked at first, leaves the request in a per-thread list
+//! the body, looked at first, leaves the request in a per-thread slot
 //! ([`taken`]), and the connection's next write in that same task claims
 //! it ([`bind_taken`]). A request nobody claimed (its connection
 //! speaks HTTP/2, whose socket another task drives) is bound by the
@@ -31,10 +31,10 @@
 //! the connection is learnt, [`InFlight::bind`] reports the acquisition
 //! once, and [`InFlight::settle`] ends a wait that found no connection.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -104,8 +104,9 @@ pub(crate) struct InFlight {
     taken: AtomicU64,
     /// With a pool observer: `ACQ_*`.
     acquire: AtomicU8,
-    /// The connection reported acquired, set before `ACQ_BOUND`.
-    conn: OnceLock<Arc<ConnShared>>,
+    /// The connection reported acquired, set by the one binder that moves
+    /// `acquire` from `ACQ_WAITING`, before `ACQ_BOUND`; the hold takes it.
+    conn: Mutex<Option<Arc<ConnShared>>>,
     /// The stamp of the acquisition, set before `ACQ_BOUND`.
     bound_at: AtomicU64,
     /// With a pool observer, on a host not known to speak HTTP/2: the
@@ -139,7 +140,7 @@ impl InFlight {
             handed_over: AtomicBool::new(false),
             taken: AtomicU64::new(0),
             acquire: AtomicU8::new(ACQ_NONE),
-            conn: OnceLock::new(),
+            conn: Mutex::new(None),
             bound_at: AtomicU64::new(0),
             claim_on_take,
             body: body.map(|b| Mutex::new(Some(b))),
@@ -202,23 +203,44 @@ impl InFlight {
         self.acquire.load(Ordering::Acquire) == ACQ_WAITING
     }
 
-    /// The connection reported acquired, if any.
-    pub(crate) fn bound_conn(&self) -> Option<&Arc<ConnShared>> {
-        self.conn.get()
+    /// `true` while pool events are left to report: the wait for a
+    /// connection, or the hold nobody took yet.
+    pub(crate) fn unsettled(&self) -> bool {
+        matches!(
+            self.acquire.load(Ordering::Acquire),
+            ACQ_WAITING | ACQ_BOUND
+        )
     }
 
-    /// `conn` took the request at `at`: reports the acquisition, once, unless
-    /// the request stopped waiting first (then it was reported as that).
-    pub(crate) fn bind(&self, conn: &Arc<ConnShared>, at: Instant) {
+    /// The connection reported acquired, until the hold takes it.
+    pub(crate) fn bound_conn(&self) -> Option<Arc<ConnShared>> {
+        self.conn_slot().clone()
+    }
+
+    fn conn_slot(&self) -> MutexGuard<'_, Option<Arc<ConnShared>>> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `conn` took the request (when its body was first looked at, or now
+    /// if that has not happened): reports the acquisition, once, unless the
+    /// request stopped waiting first (then it was reported as that).
+    pub(crate) fn bind(&self, conn: &Arc<ConnShared>) {
         let Some(observer) = &self.host.observer else {
             return;
         };
-        if self.acquire.load(Ordering::Acquire) != ACQ_WAITING
-            || self.conn.set(conn.clone()).is_err()
+        // Only one binder gets past this: the one that fills the slot
+        // while the request still waits.
         {
-            return;
+            let mut slot = self.conn_slot();
+            if slot.is_some() || self.acquire.load(Ordering::Acquire) != ACQ_WAITING {
+                return;
+            }
+            *slot = Some(conn.clone());
         }
-        let stamp = self.stamp_of(at);
+        let stamp = match self.taken.load(Ordering::Acquire) {
+            0 => self.stamp_of(Instant::now()),
+            taken => taken,
+        };
         self.bound_at.store(stamp, Ordering::Relaxed);
         if self
             .acquire
@@ -230,7 +252,9 @@ impl InFlight {
             } else {
                 Acquired::Reused(conn.id)
             };
-            observer.acquire_finished_at(at, at.saturating_duration_since(self.created), result);
+            // The stamp is the wait: no clock arithmetic beyond the instant.
+            let wait = Duration::from_nanos(stamp - 1);
+            observer.acquire_finished_at(self.instant_of(stamp), wait, result);
         }
     }
 
@@ -240,7 +264,7 @@ impl InFlight {
         self.acquire
             .compare_exchange(ACQ_BOUND, ACQ_HELD, Ordering::AcqRel, Ordering::Acquire)
             .ok()?;
-        let conn = self.conn.get()?.clone();
+        let conn = self.conn_slot().take()?;
         let since = self.instant_of(self.bound_at.load(Ordering::Relaxed));
         Some(Held::observed(conn, since))
     }
@@ -292,14 +316,6 @@ impl InFlight {
     /// The instant a stamp stands for.
     fn instant_of(&self, stamp: u64) -> Instant {
         self.created + Duration::from_nanos((stamp & !CALLER_PENDING).saturating_sub(1))
-    }
-
-    /// When a connection took the request, if one did.
-    pub(crate) fn taken_at(&self) -> Option<Instant> {
-        match self.taken.load(Ordering::Acquire) {
-            0 => None,
-            stamp => Some(self.instant_of(stamp)),
-        }
     }
 
     /// Called through the body by hyper's connection task, first thing
@@ -417,49 +433,38 @@ impl std::fmt::Debug for RequestBody {
 }
 
 thread_local! {
-    /// Requests taken by a connection during the current poll of its task,
-    /// with that task, waiting for the connection's next write.
-    static TAKEN: RefCell<Vec<(tokio::task::Id, Arc<InFlight>)>> = const { RefCell::new(Vec::new()) };
-    /// `TAKEN` is not empty: the one check every write pays.
-    static ANY_TAKEN: Cell<bool> = const { Cell::new(false) };
+    /// The request a connection's task took during its current poll, with
+    /// that task, waiting for the connection's next write. One slot is
+    /// enough: an HTTP/1 connection takes a request and writes it before
+    /// it takes another, and tasks on a thread take turns, so whatever
+    /// another task left here is stale (that request is bound by its
+    /// response).
+    static TAKEN: Cell<Option<(tokio::task::Id, Arc<InFlight>)>> = const { Cell::new(None) };
 }
 
 /// A connection's task took `in_flight`: leaves it for that connection to
-/// claim in the same poll. Entries of other tasks are stale (their poll
-/// ended unclaimed: those requests are bound by their response) and go.
+/// claim in the same poll.
 fn taken(in_flight: &Arc<InFlight>) {
     let Some(task) = tokio::task::try_id() else {
         return;
     };
-    TAKEN.with_borrow_mut(|list| {
-        list.retain(|(t, _)| *t == task);
-        list.push((task, in_flight.clone()));
-    });
-    ANY_TAKEN.set(true);
+    drop(TAKEN.replace(Some((task, in_flight.clone()))));
 }
 
-/// Called by a connection's IO on every write: binds to `conn`
-/// the requests its own task just took. One thread-local read otherwise.
+/// Called by a connection's IO on every write: binds to `conn` the
+/// request its own task just took. One thread-local read otherwise.
 #[inline]
 pub(crate) fn bind_taken(conn: &Arc<ConnShared>) {
-    if ANY_TAKEN.get() {
-        claim(conn);
+    if let Some((task, in_flight)) = TAKEN.take() {
+        claim(conn, task, &in_flight);
     }
 }
 
 #[cold]
-fn claim(conn: &Arc<ConnShared>) {
-    let task = tokio::task::try_id();
-    ANY_TAKEN.set(false);
-    TAKEN.with_borrow_mut(|list| {
-        for (t, in_flight) in list.drain(..) {
-            if Some(t) == task
-                && let Some(at) = in_flight.taken_at()
-            {
-                in_flight.bind(conn, at);
-            }
-        }
-    });
+fn claim(conn: &Arc<ConnShared>, task: tokio::task::Id, in_flight: &InFlight) {
+    if tokio::task::try_id() == Some(task) {
+        in_flight.bind(conn);
+    }
 }
 
 #[cfg(test)]
