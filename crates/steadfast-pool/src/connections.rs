@@ -53,15 +53,6 @@ impl Slot {
     }
 }
 
-/// How an event changed whether a connection is busy (serving at least one
-/// request): the host turns these into its busy-connection gauge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Busy {
-    Unchanged,
-    Became,
-    Ended,
-}
-
 #[derive(Debug)]
 pub(crate) struct ConnectionTable {
     shards: [Mutex<HashMap<u64, Slot, BuildHasherDefault<IdHasher>>>; SHARDS],
@@ -91,32 +82,22 @@ impl ConnectionTable {
     }
 
     #[inline]
-    pub(crate) fn acquired(&self, id: ConnectionId, now: Instant) -> Busy {
+    pub(crate) fn acquired(&self, id: ConnectionId, now: Instant) {
         let mut shard = self.shard(id);
         let slot = shard.entry(id.0).or_default();
         slot.started.push(now);
         slot.requests += 1;
-        if slot.started.len() == 1 {
-            Busy::Became
-        } else {
-            Busy::Unchanged
-        }
     }
 
     /// A request that held `id` for `held` gave it back at `now()`. The
     /// clock is read only when several requests share the connection
     /// (HTTP/2), to tell which one ended; with one, it is that one.
     #[inline]
-    pub(crate) fn released(
-        &self,
-        id: ConnectionId,
-        held: Duration,
-        now: impl FnOnce() -> Instant,
-    ) -> Busy {
+    pub(crate) fn released(&self, id: ConnectionId, held: Duration, now: impl FnOnce() -> Instant) {
         let mut shard = self.shard(id);
         let Some(slot) = shard.get_mut(&id.0) else {
-            // Closed while busy: `closed` already ended the busy period.
-            return Busy::Unchanged;
+            // Closed while busy: `closed` already forgot it.
+            return;
         };
         let closest = if slot.started.len() <= 1 {
             slot.started.first().map(|_| 0)
@@ -133,29 +114,25 @@ impl ConnectionTable {
                 .map(|(i, _)| i)
         };
         let Some(i) = closest else {
-            return Busy::Unchanged;
+            return;
         };
         slot.started.swap_remove(i);
-        if !slot.started.is_empty() {
-            return Busy::Unchanged;
-        }
-        if !slot.opened {
+        if slot.started.is_empty() && !slot.opened {
             shard.remove(&id.0);
         }
-        Busy::Ended
     }
 
-    /// Forgets the connection; returns the requests it served and whether
-    /// it was busy (its busy period ends with it).
-    pub(crate) fn closed(&self, id: ConnectionId) -> Option<(u64, Busy)> {
-        self.shard(id).remove(&id.0).map(|slot| {
-            let busy = if slot.started.is_empty() {
-                Busy::Unchanged
-            } else {
-                Busy::Ended
-            };
-            (slot.requests, busy)
-        })
+    /// Forgets the connection; returns the requests it served.
+    pub(crate) fn closed(&self, id: ConnectionId) -> Option<u64> {
+        self.shard(id).remove(&id.0).map(|slot| slot.requests)
+    }
+
+    /// Connections serving at least one request now, one shard locked at
+    /// a time.
+    pub(crate) fn busy(&self) -> u64 {
+        let mut busy = 0;
+        self.for_each_busy(|_, _| busy += 1);
+        busy
     }
 
     /// Calls `f` for every connection in use, one shard locked at a time.
@@ -220,13 +197,17 @@ mod tests {
         let id = ConnectionId(7);
         t.opened(id);
         let start = Instant::now();
-        assert_eq!(t.acquired(id, start), Busy::Became);
-        assert_eq!(t.acquired(id, start + SEC), Busy::Unchanged);
+        t.acquired(id, start);
+        assert_eq!(t.busy(), 1);
+        t.acquired(id, start + SEC);
         assert_eq!(busy(&t), vec![(id, 2, Some(start))]);
-        assert_eq!(t.released(id, SEC, || start + 2 * SEC), Busy::Unchanged);
-        assert_eq!(t.released(id, 2 * SEC, || start + 2 * SEC), Busy::Ended);
+        assert_eq!(t.busy(), 1, "one connection, however many requests");
+        t.released(id, SEC, || start + 2 * SEC);
+        assert_eq!(t.busy(), 1);
+        t.released(id, 2 * SEC, || start + 2 * SEC);
         assert_eq!(busy(&t), vec![]);
-        assert_eq!(t.closed(id), Some((2, Busy::Unchanged)));
+        assert_eq!(t.busy(), 0);
+        assert_eq!(t.closed(id), Some(2));
         assert_eq!(t.len(), 0);
     }
 
@@ -244,7 +225,7 @@ mod tests {
             let start = t0 + i * SEC;
             t.acquired(id, start);
             assert_eq!(busy(&t), vec![(id, 2, Some(t0))]);
-            assert_eq!(t.released(id, SEC / 2, || start + SEC / 2), Busy::Unchanged);
+            t.released(id, SEC / 2, || start + SEC / 2);
         }
         assert_eq!(busy(&t), vec![(id, 1, Some(t0))]);
         // Overlapping short requests, released out of order.
@@ -255,9 +236,15 @@ mod tests {
         assert_eq!(busy(&t), vec![(id, 2, Some(t0))]);
         t.released(id, 300 * SEC, || t0 + 300 * SEC); // the held one
         assert_eq!(busy(&t), vec![(id, 1, Some(a))]);
-        assert_eq!(t.closed(id), Some((103, Busy::Ended)));
-        // A release after the close ends nothing twice.
-        assert_eq!(t.released(id, SEC, || a + SEC), Busy::Unchanged);
+        assert_eq!(t.closed(id), Some(103));
+        assert_eq!(
+            t.busy(),
+            0,
+            "a connection closed while busy is busy no more"
+        );
+        // A release after the close brings nothing back.
+        t.released(id, SEC, || a + SEC);
+        assert_eq!(t.len(), 0);
     }
 
     #[tokio::test(start_paused = true)]
@@ -265,14 +252,14 @@ mod tests {
         let t = ConnectionTable::new();
         let id = ConnectionId(3);
         t.opened(id);
-        assert_eq!(t.closed(id), Some((0, Busy::Unchanged)));
+        assert_eq!(t.closed(id), Some(0));
         let now = Instant::now();
-        assert_eq!(t.acquired(id, now), Busy::Became);
+        t.acquired(id, now);
         assert_eq!(t.len(), 1);
-        assert_eq!(t.released(id, Duration::ZERO, || now), Busy::Ended);
+        t.released(id, Duration::ZERO, || now);
         assert_eq!(t.len(), 0);
         // A release for a connection never seen is ignored.
-        assert_eq!(t.released(ConnectionId(99), SEC, || now), Busy::Unchanged);
+        t.released(ConnectionId(99), SEC, || now);
         assert_eq!(t.len(), 0);
     }
 
@@ -281,9 +268,10 @@ mod tests {
         let t = ConnectionTable::new();
         let id = ConnectionId(4);
         t.opened(id);
-        assert_eq!(t.acquired(id, Instant::now()), Busy::Became);
+        t.acquired(id, Instant::now());
         let unread = || -> Instant { panic!("the clock was read for a lone request") };
-        assert_eq!(t.released(id, SEC, unread), Busy::Ended);
+        t.released(id, SEC, unread);
+        assert_eq!(t.busy(), 0);
         // Two on one connection (HTTP/2): the clock tells them apart.
         let t0 = Instant::now();
         t.acquired(id, t0);
@@ -293,7 +281,12 @@ mod tests {
             read = true;
             t0 + 3 * SEC
         };
-        assert_eq!(t.released(id, 2 * SEC, now), Busy::Unchanged);
+        t.released(id, 2 * SEC, now);
         assert!(read);
+        assert_eq!(
+            busy(&t),
+            vec![(id, 1, Some(t0))],
+            "the one that started at t0 + 1 s retired"
+        );
     }
 }

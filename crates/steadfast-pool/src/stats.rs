@@ -11,7 +11,7 @@ use steadfast_core::pool::{Acquired, ConnectionId, HostObserver, PoolObserver};
 use tokio::time::Instant;
 
 use crate::config::{OVERFLOW_HOST, PoolStatsBuilder, PoolStatsConfig};
-use crate::connections::{Busy, ConnectionTable};
+use crate::connections::ConnectionTable;
 use crate::histogram::{AtomicHistogram, Layout, RawHistogram};
 use crate::snapshot::{HostSnapshot, PoolSnapshot};
 
@@ -147,8 +147,8 @@ impl fmt::Debug for PoolStats {
 ///
 /// Gauges are derived, never stored: `open = opened − closed`,
 /// `in_flight = acquired − released`, `waiting = started − finished`,
-/// `in_use` = connections that went busy − those that went idle again
-/// (with tracking; else `in_flight`), clamped to `open`, and
+/// `in_use` = connections the table finds serving a request when the
+/// snapshot is read (with tracking; else `in_flight`), clamped to `open`, and
 /// `idle = open − in_use`. So no event can leave a gauge drifting, a
 /// snapshot never reads a negative value, and `open = idle + in_use` holds
 /// in every snapshot, even one taken while events race.
@@ -180,12 +180,6 @@ pub struct HostStats {
     lifetime: AtomicHistogram,
     requests_per_connection: AtomicHistogram,
 
-    /// Connections that went from idle to serving a request, and back
-    /// (with per-connection tracking only): their difference is the number
-    /// of busy connections, however many HTTP/2 streams each carries.
-    busy_started: AtomicU64,
-    busy_ended: AtomicU64,
-
     // Leak detector.
     pub(crate) held_too_long: AtomicU64,
     pub(crate) stuck: AtomicU64,
@@ -211,8 +205,6 @@ impl HostStats {
             peak_open: AtomicU64::new(0),
             lifetime: AtomicHistogram::new(Layout::DURATION),
             requests_per_connection: AtomicHistogram::new(Layout::COUNT),
-            busy_started: AtomicU64::new(0),
-            busy_ended: AtomicU64::new(0),
             held_too_long: AtomicU64::new(0),
             stuck: AtomicU64::new(0),
             connections: config.track_connections.then(ConnectionTable::new),
@@ -259,9 +251,8 @@ impl HostStats {
     fn read(&self) -> Reading {
         let load = |c: &AtomicU64| c.load(Ordering::Acquire);
         let mut r = Reading::new();
-        r.tracked = self.connections.is_some();
-        r.busy_ended = load(&self.busy_ended);
-        r.busy_started = load(&self.busy_started);
+        // Counted, not kept: two adds per request saved for a scan per snapshot.
+        r.busy = self.connections.as_ref().map(ConnectionTable::busy);
         r.closed = load(&self.closed);
         self.lifetime.add_to(&mut r.lifetime);
         self.requests_per_connection
@@ -284,7 +275,7 @@ impl HostStats {
     #[inline]
     fn track_acquired(&self, id: ConnectionId, now: impl FnOnce() -> Instant) {
         if let Some(table) = &self.connections {
-            self.count_busy(table.acquired(id, now()));
+            table.acquired(id, now());
         }
     }
 
@@ -312,19 +303,6 @@ impl HostStats {
         self.track_acquired(id, now);
         histogram.record_duration(wait);
     }
-
-    #[inline]
-    fn count_busy(&self, busy: Busy) {
-        match busy {
-            Busy::Unchanged => {}
-            Busy::Became => {
-                self.busy_started.fetch_add(1, Ordering::Relaxed);
-            }
-            Busy::Ended => {
-                self.busy_ended.fetch_add(1, Ordering::Release);
-            }
-        }
-    }
 }
 
 impl HostObserver for HostStats {
@@ -346,7 +324,7 @@ impl HostObserver for HostStats {
     #[inline]
     fn connection_released(&self, id: ConnectionId, held: Duration) {
         if let Some(table) = &self.connections {
-            self.count_busy(table.released(id, held, Instant::now));
+            table.released(id, held, Instant::now);
         }
         self.hold_time.record_duration(held);
     }
@@ -361,9 +339,8 @@ impl HostObserver for HostStats {
     }
 
     fn connection_closed(&self, id: ConnectionId, lifetime: Duration) {
-        if let Some((requests, busy)) = self.connections.as_ref().and_then(|t| t.closed(id)) {
+        if let Some(requests) = self.connections.as_ref().and_then(|t| t.closed(id)) {
             self.requests_per_connection.record(requests);
-            self.count_busy(busy);
         }
         self.lifetime.record_duration(lifetime);
         self.closed.fetch_add(1, Ordering::Release);
@@ -383,9 +360,8 @@ impl fmt::Debug for HostStats {
 /// Plain counters read from one host, or summed over several.
 #[derive(Debug, Clone)]
 struct Reading {
-    tracked: bool,
-    busy_started: u64,
-    busy_ended: u64,
+    /// Busy connections, with tracking.
+    busy: Option<u64>,
     started: u64,
     timed_out: u64,
     failed: u64,
@@ -406,9 +382,7 @@ struct Reading {
 impl Reading {
     fn new() -> Self {
         Self {
-            tracked: true,
-            busy_started: 0,
-            busy_ended: 0,
+            busy: Some(0),
             started: 0,
             timed_out: 0,
             failed: 0,
@@ -435,11 +409,7 @@ impl Reading {
     /// request in flight: exact on HTTP/1, an overcount on HTTP/2 that the
     /// clamp to `open` bounds.
     fn busy(&self) -> u64 {
-        if self.tracked {
-            self.busy_started.saturating_sub(self.busy_ended)
-        } else {
-            self.in_flight()
-        }
+        self.busy.unwrap_or_else(|| self.in_flight())
     }
 
     fn in_flight(&self) -> u64 {
@@ -450,9 +420,7 @@ impl Reading {
     /// total keeps `open = idle + in_use` too.
     fn merge(&mut self, o: &Self) {
         let busy = self.busy().min(self.open()) + o.busy().min(o.open());
-        self.tracked = true;
-        self.busy_started = busy;
-        self.busy_ended = 0;
+        self.busy = Some(busy);
         self.started += o.started;
         self.timed_out += o.timed_out;
         self.failed += o.failed;
