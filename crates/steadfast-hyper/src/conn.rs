@@ -502,6 +502,7 @@ impl Conn {
         }
     }
 
+    #[inline]
     fn note<T>(&self, direction: u8, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         if let Poll::Ready(Err(_)) = &r {
             self.shared.record_failure(direction);
@@ -545,6 +546,7 @@ impl Connection for Conn {
 }
 
 impl Read for Conn {
+    #[inline]
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -557,6 +559,7 @@ impl Read for Conn {
 }
 
 impl Write for Conn {
+    #[inline]
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -568,6 +571,7 @@ impl Write for Conn {
         this.note(IO_WRITE_FAILED, r)
     }
 
+    #[inline]
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -583,6 +587,7 @@ impl Write for Conn {
         self.io.is_write_vectored()
     }
 
+    #[inline]
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         this.claim_taken();
@@ -590,6 +595,7 @@ impl Write for Conn {
         this.note(IO_WRITE_FAILED, r)
     }
 
+    #[inline]
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
