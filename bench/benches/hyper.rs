@@ -41,6 +41,7 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use steadfast_bench::{process_cpu_time, quartiles, thread_cpu_time};
 use steadfast_core::Transport;
 use steadfast_core::pool::NoopPoolObserver;
 use steadfast_hyper::HyperTransport;
@@ -223,25 +224,6 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-/// On-CPU time of every thread of this process so far (Linux), if readable.
-fn cpu_time() -> Option<Duration> {
-    let mut total = 0_u64;
-    for task in std::fs::read_dir("/proc/self/task").ok()? {
-        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
-        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
-    }
-    Some(Duration::from_nanos(total))
-}
-
-/// On-CPU time of the calling thread so far (Linux), if readable: the
-/// client's own cost, since its runtime runs on the bench thread.
-fn thread_cpu_time() -> Option<Duration> {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    let secs = u64::try_from(t.tv_sec).ok()?;
-    let nanos = u32::try_from(t.tv_nsec).ok()?;
-    Some(Duration::new(secs, nanos))
-}
-
 /// The interleaved A/B comparison (see the crate docs above): `rounds`
 /// rounds per concurrency, every contender once per round.
 fn interleaved(rounds: usize) {
@@ -289,12 +271,14 @@ fn compare(contenders: &[(&str, Run<'_>)], rounds: usize, concurrency: u64, iter
         let mut took = vec![(Duration::ZERO, Duration::ZERO, Duration::ZERO); contenders.len()];
         for k in 0..contenders.len() {
             let i = (round + k) % contenders.len();
-            let cpu_before = cpu_time().unwrap_or_default();
+            let cpu_before = process_cpu_time().unwrap_or_default();
             let client_before = thread_cpu_time().unwrap_or_default();
             let elapsed = contenders[i].1(iters, concurrency);
             took[i] = (
                 elapsed,
-                cpu_time().unwrap_or_default().saturating_sub(cpu_before),
+                process_cpu_time()
+                    .unwrap_or_default()
+                    .saturating_sub(cpu_before),
                 thread_cpu_time()
                     .unwrap_or_default()
                     .saturating_sub(client_before),
@@ -326,13 +310,6 @@ fn compare(contenders: &[(&str, Run<'_>)], rounds: usize, concurrency: u64, iter
             contenders[i].0, m.1, m.0, m.2
         );
     }
-}
-
-/// First quartile, median, third quartile.
-fn quartiles(v: &mut [f64]) -> (f64, f64, f64) {
-    v.sort_by(f64::total_cmp);
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    (at(0.25), at(0.5), at(0.75))
 }
 
 fn main() {
