@@ -148,12 +148,15 @@ pub(crate) fn decode_page<T: DeserializeOwned>(
     items: &Pointer,
     keep_last: bool,
 ) -> Result<Decoded<T>, DecodeError> {
-    match decode_with::<T>(body.clone(), items, keep_last) {
+    if !keep_last {
+        return decode_with::<T>(body, items, false);
+    }
+    match decode_with::<T>(body.clone(), items, true) {
         // With `keep_last` each item is decoded from its own text, so an
         // error's line and column are relative to the item. Decoding the
         // page again the plain way (only on this error path) reports them
         // in the page, as the plain path always does.
-        Err(e) if keep_last => Err(decode_with::<T>(body, items, false).err().unwrap_or(e)),
+        Err(e) => Err(decode_with::<T>(body, items, false).err().unwrap_or(e)),
         decoded => decoded,
     }
 }
@@ -247,6 +250,14 @@ enum Key {
 }
 
 impl Key {
+    /// Whether the name is `name` (compared as bytes: no UTF-8 check).
+    fn is(&self, bytes: &[u8], name: &str) -> bool {
+        match self {
+            Self::At(range) => bytes.get(range.clone()) == Some(name.as_bytes()),
+            Self::Owned(own) => **own == *name,
+        }
+    }
+
     fn as_str<'a>(&'a self, bytes: &'a [u8]) -> &'a str {
         match self {
             Self::At(range) => bytes
@@ -331,13 +342,10 @@ impl Rest {
         let member = fields
             .iter()
             .rev()
-            .find(|(key, _)| key.as_str(&self.bytes) == first);
+            .find(|(key, _)| key.is(&self.bytes, first));
         match member {
             Some((_, range)) => raw_at(self.bytes.get(range.clone())?, rest),
-            None if items_key
-                .as_ref()
-                .is_some_and(|k| k.as_str(&self.bytes) == first) =>
-            {
+            None if items_key.as_ref().is_some_and(|k| k.is(&self.bytes, first)) => {
                 rest.is_empty().then_some("null")
             }
             None => None,

@@ -73,7 +73,6 @@ where
     B: Default + Send + 'static,
     T: DeserializeOwned + Send + 'static,
 {
-    let req = request::<B>(&shared.config, &page.uri, page.cross_origin);
     let transport = transport.clone();
     let shared = Arc::clone(shared);
     Box::pin(async move {
@@ -84,7 +83,9 @@ where
             mut cross_origin,
             origin,
         } = page;
-        let mut req = req;
+        // Built here rather than before boxing: the request then goes
+        // straight into `send` instead of through the boxed future's state.
+        let mut req = request::<B>(&shared.config, &uri, cross_origin);
         let mut hops = 0;
         let (head, body) = loop {
             let res = match transport.send(req).await {

@@ -16,7 +16,10 @@ type BoxFuture<O> = Pin<Box<dyn Future<Output = O> + Send>>;
 
 enum Slot<O> {
     Running(BoxFuture<O>),
-    Done(O),
+    /// Boxed: an output only waits here when a later request finishes
+    /// before an earlier one (prefetch), and a pointer-sized slot keeps
+    /// pushing and popping the common, running ones cheap.
+    Done(Box<O>),
 }
 
 pub(crate) struct Pipeline<O> {
@@ -36,7 +39,7 @@ impl<O> Pipeline<O> {
     /// [`poll_next`](Self::poll_next).
     pub(crate) fn push(&mut self, mut future: BoxFuture<O>, cx: Option<&mut Context<'_>>) {
         let slot = match cx.map(|cx| future.as_mut().poll(cx)) {
-            Some(Poll::Ready(out)) => Slot::Done(out),
+            Some(Poll::Ready(out)) => Slot::Done(Box::new(out)),
             _ => Slot::Running(future),
         };
         self.slots.push_back(slot);
@@ -65,7 +68,7 @@ impl<O> Pipeline<O> {
             if let Slot::Running(future) = slot
                 && let Poll::Ready(out) = future.as_mut().poll(cx)
             {
-                *slot = Slot::Done(out);
+                *slot = Slot::Done(Box::new(out));
             }
         }
         if let Poll::Ready(out) = oldest {
@@ -76,7 +79,7 @@ impl<O> Pipeline<O> {
             None => Poll::Ready(None),
             Some(Slot::Running(_)) => Poll::Pending,
             Some(Slot::Done(_)) => match self.slots.pop_front() {
-                Some(Slot::Done(out)) => Poll::Ready(Some(out)),
+                Some(Slot::Done(out)) => Poll::Ready(Some(*out)),
                 _ => unreachable!("the front slot was just seen done"),
             },
         }
@@ -142,7 +145,10 @@ mod tests {
         })
         .await;
         assert!(started.load(std::sync::atomic::Ordering::SeqCst));
-        assert!(matches!(p.slots.front(), Some(Slot::Done(7))), "parked");
+        assert!(
+            matches!(p.slots.front(), Some(Slot::Done(out)) if **out == 7),
+            "parked"
+        );
         p.push(after(5, 8), None);
         assert!(matches!(p.slots.back(), Some(Slot::Running(_))), "lazy");
         assert_eq!(std::future::poll_fn(|cx| p.poll_next(cx)).await, Some(7));

@@ -1,7 +1,7 @@
 //! Loop detection: a bounded window of recently requested URIs, and one
 //! of the fingerprints of recent pages.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque, hash_map};
 use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::ops::Range;
@@ -211,11 +211,11 @@ impl Repeats {
         }
         if self.entries.len() == REPEAT_WINDOW
             && let Some(old) = self.entries.pop_front()
-            && let Some(count) = self.keys.get_mut(&old.key)
+            && let hash_map::Entry::Occupied(mut count) = self.keys.entry(old.key)
         {
-            *count -= 1;
-            if *count == 0 {
-                self.keys.remove(&old.key);
+            *count.get_mut() -= 1;
+            if *count.get() == 0 {
+                count.remove();
             }
         }
         *self.keys.entry(key).or_insert(0) += 1;
@@ -241,10 +241,12 @@ fn sample_key(body: &[u8], parts: &[Range<usize>]) -> u64 {
     for range in parts {
         let part = body.get(range.clone()).unwrap_or_default();
         match (part.first_chunk::<SAMPLE>(), part.last_chunk::<SAMPLE>()) {
+            // The samples have a fixed size and the part's length ends
+            // them: nothing else needs delimiting.
             (Some(first), Some(last)) if part.len() > 2 * SAMPLE => {
-                h.part(first);
-                h.part(last);
-                h.part(&part.len().to_le_bytes());
+                h.0.write(first);
+                h.0.write(last);
+                h.0.write_usize(part.len());
             }
             _ => h.part(part),
         }

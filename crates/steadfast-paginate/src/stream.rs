@@ -25,7 +25,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use futures_core::Stream;
 use http::{HeaderMap, StatusCode, Uri};
@@ -299,41 +299,51 @@ where
         if self.finished {
             return Poll::Ready(None);
         }
-        match ready!(self.queue.poll_next(cx)) {
-            None => {
-                self.finished = true;
-                Poll::Ready(None)
+        // The page is received where it lies and handed on as it came,
+        // `Poll` and all: it is a few hundred bytes to move.
+        let mut next = self.queue.poll_next(cx);
+        match &mut next {
+            Poll::Pending => {}
+            Poll::Ready(None) => self.finished = true,
+            Poll::Ready(Some(Err(e))) => self.failed_with(e),
+            Poll::Ready(Some(Ok(page))) => {
+                if let Err(e) = self.receive(page, cx) {
+                    next = Poll::Ready(Some(Err(self.fail(e))));
+                }
             }
-            Some(Err(e)) => Poll::Ready(Some(Err(self.fail(e)))),
-            Some(Ok(page)) => Poll::Ready(Some(match self.receive(page, cx) {
-                Ok(page) => Ok(page),
-                Err(e) => Err(self.fail(e)),
-            })),
         }
+        next
     }
 
     fn fail(&mut self, e: PaginateError<Tr::Error>) -> PaginateError<Tr::Error> {
+        self.failed_with(&e);
+        e
+    }
+
+    /// The crawl stops with `e`.
+    fn failed_with(&mut self, e: &PaginateError<Tr::Error>) {
         self.finish();
         Counters::add(&self.shared.counters.errors, 1);
         tracing::warn!(paginator = %self.shared.config.name, error = %e, "crawl stopped");
-        e
     }
 
     /// A page arrived: the strategy decides what follows it, and the
     /// pages after it are requested while this one is consumed.
     fn receive(
         &mut self,
-        mut page: Fetched<T>,
+        page: &mut Fetched<T>,
         cx: &mut Context<'_>,
-    ) -> Result<Fetched<T>, PaginateError<Tr::Error>> {
+    ) -> Result<(), PaginateError<Tr::Error>> {
         self.queued.pop_front();
         let count = page.items.len();
         if count > 0 {
-            self.check_repeated(&page)?;
+            self.check_repeated(page)?;
         }
         self.received = page.number;
         let skip = std::mem::take(&mut self.skip_first);
-        page.items.drain(..skip.min(count));
+        if skip > 0 {
+            page.items.drain(..skip.min(count));
+        }
         self.resume_skip = skip;
         self.in_page = true;
         self.state_before = self.strategy.save();
@@ -348,7 +358,7 @@ where
             "page received"
         );
 
-        let after = self.decide(&page, count);
+        let after = self.decide(page, count);
         let prefetch = self.shared.config.prefetch;
         match &after {
             // Up to `prefetch - 1` requests run ahead while the page is
@@ -362,7 +372,7 @@ where
             After::Done | After::Fail(..) => self.discard_queue(),
         }
         self.after = Some(after);
-        Ok(page)
+        Ok(())
     }
 
     /// A page with items whose content is a recent page's, under another
@@ -637,10 +647,11 @@ where
             engine.finish();
             return Poll::Ready(None);
         }
-        let mut page = match ready!(engine.poll_page(cx)) {
-            Some(Ok(page)) => page,
-            Some(Err(e)) => return Poll::Ready(Some(Err(e))),
-            None => return Poll::Ready(None),
+        let mut page = match engine.poll_page(cx) {
+            Poll::Ready(Some(Ok(page))) => page,
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
         };
         let cut = page.items.len() > engine.allowance();
         if cut {
@@ -722,10 +733,13 @@ where
                 self.engine.finish();
                 return Poll::Ready(None);
             }
-            let mut items = match ready!(self.engine.poll_page(cx)) {
-                Some(Ok(page)) => page.items,
-                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
-                None => return Poll::Ready(None),
+            // Only the items are kept: matched out of the `Poll` in place
+            // rather than moving the whole page out first.
+            let mut items = match self.engine.poll_page(cx) {
+                Poll::Ready(Some(Ok(page))) => page.items,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
             };
             self.cut = items.len() > self.engine.allowance();
             if self.cut {

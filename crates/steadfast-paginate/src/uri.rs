@@ -402,8 +402,14 @@ fn push_pair(query: &mut String, query_start: usize, name: &str, value: &str) {
 /// Percent-encodes everything but the RFC 3986 unreserved characters.
 fn encode_into(out: &mut String, s: &str) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let unreserved = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
+    // Names and most cursors need no escapes: copied whole.
+    if s.bytes().all(unreserved) {
+        out.push_str(s);
+        return;
+    }
     for &b in s.as_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+        if unreserved(b) {
             out.push(char::from(b));
         } else {
             out.push('%');
