@@ -286,6 +286,20 @@ impl fmt::Debug for ConnShared {
 }
 
 impl ConnShared {
+    /// A connection to `host` with no socket behind it.
+    #[cfg(test)]
+    pub(crate) fn for_test(host: Arc<HostState>, id: u64) -> Arc<Self> {
+        Arc::new(Self {
+            id: ConnectionId(id),
+            host,
+            remote_addr: None,
+            opened_at: Instant::now(),
+            h2: false,
+            uses: AtomicU64::new(0),
+            io_failure: AtomicU8::new(IO_OK),
+        })
+    }
+
     /// Counts one more request on this connection; `true` for the first.
     pub(crate) fn assign(&self) -> bool {
         self.uses.fetch_add(1, Ordering::Relaxed) == 0
@@ -491,7 +505,7 @@ impl Conn {
         }
     }
 
-    /// With a pool observer, an HTTP/1 connection claims the requests its
+    /// With a pool observer, an HTTP/1 connection claims the request its
     /// task just took (see [`crate::request`]); an HTTP/2 socket runs in a
     /// task of its own. Writes only: a connection writes the request it
     /// took before it reads anything for it.

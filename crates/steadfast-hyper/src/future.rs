@@ -230,8 +230,8 @@ impl Drop for Active {
 }
 
 impl Active {
-    /// Dropped while running, or with a pool observer: settles the pool
-    /// events, and drains what may save the connection.
+    /// Dropped while running, or with pool events left to report: settles
+    /// them, and drains what may save the connection.
     fn abandon(&mut self) {
         // Abandoned by its caller after a connection took the whole
         // request: waiting for the response may save the connection. A

@@ -104,8 +104,9 @@ pub(crate) struct InFlight {
     taken: AtomicU64,
     /// With a pool observer: `ACQ_*`.
     acquire: AtomicU8,
-    /// The connection reported acquired, set by the one binder that moves
-    /// `acquire` from `ACQ_WAITING`, before `ACQ_BOUND`; the hold takes it.
+    /// The connection that took the request, set by the one binder that
+    /// found `acquire` at `ACQ_WAITING` (before it moves it to `ACQ_BOUND`,
+    /// which fails if the request stopped waiting first); the hold takes it.
     conn: Mutex<Option<Arc<ConnShared>>>,
     /// The stamp of the acquisition, set before `ACQ_BOUND`.
     bound_at: AtomicU64,
@@ -212,7 +213,9 @@ impl InFlight {
         )
     }
 
-    /// The connection reported acquired, until the hold takes it.
+    /// The connection that took the request, if one was learnt (its
+    /// acquisition may have been reported as failed, if the request stopped
+    /// waiting first), until the hold takes it.
     pub(crate) fn bound_conn(&self) -> Option<Arc<ConnShared>> {
         self.conn_slot().clone()
     }
@@ -229,14 +232,15 @@ impl InFlight {
             return;
         };
         // Only one binder gets past this: the one that fills the slot
-        // while the request still waits.
-        {
-            let mut slot = self.conn_slot();
-            if slot.is_some() || self.acquire.load(Ordering::Acquire) != ACQ_WAITING {
-                return;
-            }
-            *slot = Some(conn.clone());
+        // while the request still waits. The slot stays locked until the
+        // acquisition is reported: `take_hold` locks it after taking the
+        // hold, so a cancellation racing this bind on another thread
+        // cannot report the release before the acquisition.
+        let mut slot = self.conn_slot();
+        if slot.is_some() || self.acquire.load(Ordering::Acquire) != ACQ_WAITING {
+            return;
         }
+        *slot = Some(conn.clone());
         let stamp = match self.taken.load(Ordering::Acquire) {
             0 => self.stamp_of(Instant::now()),
             taken => taken,
@@ -253,13 +257,16 @@ impl InFlight {
                 Acquired::Reused(conn.id)
             };
             // The stamp is the wait: no clock arithmetic beyond the instant.
+            debug_assert!(stamp != 0 && stamp & CALLER_PENDING == 0);
             let wait = Duration::from_nanos(stamp - 1);
             observer.acquire_finished_at(self.instant_of(stamp), wait, result);
         }
+        drop(slot);
     }
 
     /// The hold on the connection reported acquired, once: its drop
-    /// reports the release.
+    /// reports the release. Waits for a bind still reporting the
+    /// acquisition (see [`InFlight::bind`]).
     pub(crate) fn take_hold(&self) -> Option<Held> {
         self.acquire
             .compare_exchange(ACQ_BOUND, ACQ_HELD, Ordering::AcqRel, Ordering::Acquire)
@@ -436,9 +443,11 @@ thread_local! {
     /// The request a connection's task took during its current poll, with
     /// that task, waiting for the connection's next write. One slot is
     /// enough: an HTTP/1 connection takes a request and writes it before
-    /// it takes another, and tasks on a thread take turns, so whatever
-    /// another task left here is stale (that request is bound by its
-    /// response).
+    /// it takes another, and the entry names its task, so whatever another
+    /// task left here is stale and is dropped unclaimed (that request is
+    /// bound by its response). Tasks interleaved on one thread (a
+    /// `LocalSet`, `block_in_place`) can only make a claim miss, never
+    /// bind the wrong connection.
     static TAKEN: Cell<Option<(tokio::task::Id, Arc<InFlight>)>> = const { Cell::new(None) };
 }
 
@@ -619,6 +628,68 @@ mod tests {
             "a streaming upload learns at once that hyper gave up on it"
         );
         assert!(in_flight.may_have_reached_server());
+    }
+
+    /// Records pool events in order; `acquire_finished_at` dawdles after
+    /// saying it started, to widen a race.
+    #[derive(Debug)]
+    struct Dawdling {
+        events: std::sync::Mutex<Vec<&'static str>>,
+        entered: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    }
+
+    impl steadfast_core::pool::HostObserver for Dawdling {
+        fn acquire_started(&self) {}
+        fn acquire_finished(&self, _: Duration, _: steadfast_core::pool::Acquired) {
+            if let Some(entered) = self.entered.lock().unwrap().take() {
+                entered.send(()).unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            self.events.lock().unwrap().push("acquired");
+        }
+        fn connection_released(&self, _: steadfast_core::pool::ConnectionId, _: Duration) {
+            self.events.lock().unwrap().push("released");
+        }
+    }
+
+    /// Hands out the one `Dawdling` for every host.
+    #[derive(Debug)]
+    struct Pool(Arc<Dawdling>);
+
+    impl steadfast_core::pool::PoolObserver for Pool {
+        fn host(&self, _: &str) -> Arc<dyn steadfast_core::pool::HostObserver> {
+            self.0.clone()
+        }
+    }
+
+    #[test]
+    fn a_cancellation_racing_the_bind_reports_the_release_after_the_acquisition() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let observer = Arc::new(Dawdling {
+            events: std::sync::Mutex::new(Vec::new()),
+            entered: std::sync::Mutex::new(Some(tx)),
+        });
+        let hosts = Hosts::new(Some(Arc::new(Pool(observer.clone()))), &Config::default());
+        let host = hosts.get(false, &"example.test".parse().unwrap());
+        let conn = crate::conn::ConnShared::for_test(host.clone(), 1);
+        let in_flight = InFlight::new(host, Instant::now(), true, None);
+        in_flight.start_waiting();
+        in_flight.start_acquire();
+
+        // The connection's task binds on one thread; the caller cancels on
+        // another while the acquisition is being reported.
+        let binder = {
+            let in_flight = in_flight.clone();
+            std::thread::spawn(move || in_flight.bind(&conn))
+        };
+        rx.recv().unwrap();
+        drop(in_flight.settle(steadfast_core::pool::Acquired::Cancelled));
+        binder.join().unwrap();
+        assert_eq!(
+            *observer.events.lock().unwrap(),
+            ["acquired", "released"],
+            "a release reported before its acquisition leaves the pool's books wrong"
+        );
     }
 
     /// A body fed through a channel, one data frame per message.

@@ -34,14 +34,17 @@ impl PoolSnapshot {
 
 /// The counters of one pool key at one instant.
 ///
-/// Gauges (`open`, `idle`, `in_use`, `in_flight`, `waiting`) are derived
-/// from the monotonic totals, read end-counters first, so they are never
-/// negative and never miss a start whose end they saw; and
-/// `open == idle + in_use` in every snapshot, races included.
+/// Gauges (`open`, `in_flight`, `waiting`) are derived from the monotonic
+/// totals, read end-counters first, so they are never negative and never
+/// miss a start whose end they saw. With per-connection tracking, `in_use`
+/// counts the connections the tracking table finds serving a request,
+/// clamped to `open`; `idle` is the rest, so `open == idle + in_use` in
+/// every snapshot, races included.
 ///
 /// `in_use` and `idle` count connections, `in_flight` and `waiting`
 /// requests. On HTTP/1 a busy connection serves one request, so
-/// `in_use == in_flight`; a multiplexed HTTP/2 connection serving five
+/// `in_use == in_flight` once events settle (a snapshot taken while a
+/// request starts or ends may see one before the other); a multiplexed HTTP/2 connection serving five
 /// streams is one connection `in_use` and five requests `in_flight`.
 /// Without per-connection tracking `in_use` is estimated as `in_flight`
 /// clamped to `open` (exact on HTTP/1).
