@@ -17,7 +17,10 @@
 //!    cancelled;
 //! 3. after a successful acquire, exactly one
 //!    [`HostObserver::connection_released`] when the request no longer uses
-//!    the connection (response body finished or dropped).
+//!    the connection (response body finished or dropped), never before the
+//!    acquisition's report has returned, even when the two come from
+//!    different threads (a request cancelled while its connection reports
+//!    taking it).
 //!
 //! and per connection: one [`HostObserver::connection_opened`], then one
 //! [`HostObserver::connection_closed`] when its IO is dropped.
