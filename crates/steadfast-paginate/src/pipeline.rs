@@ -16,9 +16,11 @@ type BoxFuture<O> = Pin<Box<dyn Future<Output = O> + Send>>;
 
 enum Slot<O> {
     Running(BoxFuture<O>),
-    /// Boxed: an output only waits here when a later request finishes
-    /// before an earlier one (prefetch), and a pointer-sized slot keeps
-    /// pushing and popping the common, running ones cheap.
+    /// Boxed: an output waits here only with prefetch, when its request
+    /// finished on the poll in `push` or before an earlier one. Over a
+    /// network neither is common (an in-memory transport does the first
+    /// every time), and a pointer-sized slot keeps pushing and popping the
+    /// running ones cheap.
     Done(Box<O>),
 }
 
