@@ -177,6 +177,20 @@ fn vendor_reset_forms() {
 }
 
 #[test]
+fn epoch_resets_past_the_platforms_clock_are_as_far_as_a_signal_goes() {
+    // Epoch milliseconds with 16 to 20 digits: 317 years to 585 million
+    // years out, past Windows' `SystemTime` for the longest of them.
+    for reset in [
+        "9999999999999999",
+        "18446744073709551615",
+        "99999999999999999999",
+    ] {
+        let got = parse_reset(reset.as_bytes(), now());
+        assert_eq!(got, Ok(MAX_SIGNAL_DELAY), "{reset}");
+    }
+}
+
+#[test]
 fn vendor_suffix_families_pick_the_tightest() {
     let s = parse(&[
         ("x-ratelimit-remaining-requests", "499"),

@@ -76,13 +76,16 @@ pub(crate) fn parse_reset_field(
     if let Some(number) = parse_unclamped_seconds(text) {
         // Discord sends epoch seconds with a fraction (`1470173023.123`).
         let whole = number.as_secs();
-        return Ok(if whole >= EPOCH_MILLIS {
-            until(UNIX_EPOCH + Duration::from_millis(whole), now)
+        let at = if whole >= EPOCH_MILLIS {
+            UNIX_EPOCH.checked_add(Duration::from_millis(whole))
         } else if whole >= EPOCH_SECS {
-            until(UNIX_EPOCH + number, now)
+            UNIX_EPOCH.checked_add(number)
         } else {
-            number.min(MAX_SIGNAL_DELAY)
-        });
+            return Ok(number.min(MAX_SIGNAL_DELAY));
+        };
+        // Past what this platform's clock can represent (Windows' ends
+        // about 58,000 years after 1970): as far off as a signal may say.
+        return Ok(at.map_or(MAX_SIGNAL_DELAY, |at| until(at, now)));
     }
     if let Some(d) = parse_go_duration(text) {
         return Ok(d);
