@@ -370,6 +370,45 @@ async fn a_pause_keeps_the_pace_of_the_requests_it_held() {
     assert_eq!(sent_at(&mock, t0), [0, 10, 3020, 4020, 5020, 6020]);
 }
 
+/// Slots booked far out under a slow pace: a 429 that brings a pause and a
+/// faster pace voids them, and their requests book again at once, rather
+/// than sleeping out their old slots (up to 40 s here) first.
+#[tokio::test(start_paused = true)]
+async fn a_pause_wakes_requests_booked_far_out_under_the_old_pace() {
+    let mock = MockTransport::new();
+    mock.on(Route::any())
+        .reply_once(Reply::status(200).header("ratelimit", r#""a";r=6;t=60"#))
+        .reply(Reply::status(200).header("ratelimit", r#""a";r=100;t=10"#));
+    let layer = PacingLayer::new(PacingConfig::default());
+    let client = mock.clone().with(layer.clone());
+    let t0 = Instant::now();
+    client.send(get("https://api.test/")).await.unwrap(); // one per 10 s from now
+    let waiting: Vec<_> = (0..4)
+        .map(|_| {
+            let c = client.clone();
+            tokio::spawn(async move { c.send(get("https://api.test/")).await.map(drop) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await; // slots at 0, 10, 20, 30 s
+    let mut headers = http::HeaderMap::new();
+    headers.insert("retry-after", "1".parse().unwrap());
+    headers.insert("ratelimit", r#""a";r=100;t=10"#.parse().unwrap());
+    let key = HostKey::of(&"https://api.test/".parse().unwrap());
+    layer.pacer().observe(
+        &key,
+        http::StatusCode::TOO_MANY_REQUESTS,
+        &headers,
+        std::time::SystemTime::now(),
+    );
+    for t in waiting {
+        t.await.unwrap().unwrap();
+    }
+    // The first two go at once (the second had the slot at 0 s); the
+    // others, booked at 10, 20 and 30 s, follow the pause (2 s) at ten a
+    // second.
+    assert_eq!(sent_at(&mock, t0), [0, 0, 2000, 2100, 2200]);
+}
+
 /// A pause with no pace known: one request (the probe) goes when it ends;
 /// the others wait for its answer and follow the pace it brings.
 #[tokio::test(start_paused = true)]

@@ -134,7 +134,7 @@ async fn wait_turn<K: Hash + Eq + Clone + Sync>(
                 return Ok(());
             }
             // The guard gives nothing back: a voided slot is no one's.
-            Held::Void => {}
+            Held::Void => guard.slot = None,
             Held::Deadline(now) => {
                 return Err(refuse(Some(LimitCause::ServerPause), slot.start() - now));
             }
@@ -142,9 +142,10 @@ async fn wait_turn<K: Hash + Eq + Clone + Sync>(
     }
 }
 
-/// Waits for `slot`: until it starts, or, behind a probe, until the pacer
-/// has news; with no lost wake-up, since the news is enabled before the
-/// slot is checked.
+/// Waits for `slot`: until it starts, or until the pacer has news (a
+/// pause or a probe's answer that voids booked slots: a slot far off under
+/// the old pace must not sleep out its old time); with no lost wake-up,
+/// since the news is enabled before the slot is checked.
 async fn hold<K: Hash + Eq + Clone + Sync>(
     pacer: &Pacer<K>,
     key: &K,
@@ -152,27 +153,29 @@ async fn hold<K: Hash + Eq + Clone + Sync>(
     limit: Option<u64>,
 ) -> Held {
     loop {
-        if slot.held() {
-            let mut news = pin!(pacer.news());
-            news.as_mut().enable();
-            let now = pacer.nanos_since_epoch(Instant::now());
-            if !pacer.is_current_at(key, slot, now) {
-                pacer.unwait(slot, now);
-                return Held::Void;
-            }
-            let until = limit.map_or(slot.start(), |l| l.min(slot.start()));
-            let mut sleep = pin!(tokio::time::sleep_until(pacer.instant(until)));
-            poll_fn(|cx| {
-                if news.as_mut().poll(cx).is_ready() || sleep.as_mut().poll(cx).is_ready() {
-                    Poll::Ready(())
-                } else {
-                    Poll::Pending
-                }
-            })
-            .await;
-        } else {
-            tokio::time::sleep_until(pacer.instant(slot.start())).await;
+        let mut news = pin!(pacer.news());
+        news.as_mut().enable();
+        let now = pacer.nanos_since_epoch(Instant::now());
+        if !pacer.is_current_at(key, slot, now) {
+            pacer.unwait(slot, now);
+            return Held::Void;
         }
+        // Behind a probe the slot's start is only a bound: the deadline
+        // may come first.
+        let until = if slot.held() {
+            limit.map_or(slot.start(), |l| l.min(slot.start()))
+        } else {
+            slot.start()
+        };
+        let mut sleep = pin!(tokio::time::sleep_until(pacer.instant(until)));
+        poll_fn(|cx| {
+            if news.as_mut().poll(cx).is_ready() || sleep.as_mut().poll(cx).is_ready() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
         let now = pacer.nanos_since_epoch(Instant::now());
         if !pacer.is_current_at(key, slot, now) {
             pacer.unwait(slot, now);
@@ -181,7 +184,9 @@ async fn hold<K: Hash + Eq + Clone + Sync>(
         if now >= slot.start() {
             return Held::Go;
         }
-        // Woken early behind a probe, by another key's news or the deadline.
+        // Woken early: by news that left this slot standing (another
+        // key's, or this key's for other slots), or behind a probe, by the
+        // deadline.
         if limit.is_some_and(|l| now >= l) {
             pacer.unwait(slot, now);
             return Held::Deadline(now);
