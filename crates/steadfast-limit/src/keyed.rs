@@ -39,11 +39,13 @@ pub const MAX_SHARDS: usize = 1024;
 /// keys over time take the memory of the keys active within one burst
 /// window, not a million entries.
 ///
-/// On top of that, [`KeyedRateLimiterBuilder::max_keys`] is a hard bound:
-/// if more keys are *active* at once, inserting one drops the key closest to
-/// a full bucket (an approximation that may let that key burst again early;
-/// counted in [`KeyedSnapshot::forced_evictions`]). Keys with waiters are
-/// never dropped.
+/// On top of that, [`KeyedRateLimiterBuilder::max_keys`] bounds the keys
+/// held: if more keys are *active* at once, inserting one drops the key
+/// closest to a full bucket (an approximation that may let that key burst
+/// again early; counted in [`KeyedSnapshot::forced_evictions`]). Keys with
+/// waiters are never dropped, so they (bounded by the waiting requests)
+/// can go past it, and under contention an insert may leave a key or two
+/// over it for the next insert to drop.
 ///
 /// # Fairness
 ///
@@ -121,7 +123,8 @@ impl<S> KeyedRateLimiterBuilder<S> {
         self
     }
 
-    /// The hard bound on keys held at once (default [`DEFAULT_MAX_KEYS`]).
+    /// The bound on keys held at once (default [`DEFAULT_MAX_KEYS`]); see
+    /// the type's docs for the keys that may go past it.
     pub fn max_keys(mut self, max_keys: usize) -> Self {
         self.max_keys = max_keys;
         self
