@@ -97,8 +97,9 @@ impl<E> Cause<E> {
 /// last retry, a 503 on a POST, a 503 when the budget is spent), the layer
 /// returns that response as `Ok`, as tower's and reqwest-middleware's retry
 /// do: the caller gets the server's answer, body included. Only the
-/// deadline variants turn a response into an error, because the server's
-/// answer ("come back in N s") cannot be acted on within the deadline.
+/// deadline variants and [`RetryError::RetryAfterTooLong`] turn a response
+/// into an error, because the server's answer ("come back in N s") cannot
+/// be acted on within the deadline, or within `max_server_delay`.
 #[non_exhaustive]
 #[derive(Debug)]
 pub enum RetryError<E> {
@@ -171,12 +172,14 @@ pub enum RetryError<E> {
         /// The configured limit.
         max_server_delay: Duration,
     },
-    /// The deadline passed while an attempt was in flight; the cause is the
-    /// [`TimeoutError`] of phase `Total`.
+    /// The deadline passed while an attempt was in flight, or before the
+    /// next one could be sent (`attempts: 0` when the deadline had already
+    /// passed when the request reached the layer: nothing was sent); the
+    /// cause is the [`TimeoutError`] of phase `Total`.
     TimedOut {
         /// The last cause.
         cause: Cause<E>,
-        /// Attempts made, the interrupted one included.
+        /// Attempts made, an interrupted one included.
         attempts: u32,
     },
 }
@@ -312,7 +315,11 @@ impl<E: fmt::Display> fmt::Display for RetryError<E> {
                 Human(*retry_after),
                 Human(*max_server_delay)
             ),
-            Self::TimedOut { .. } => write!(f, "the deadline passed during attempt {n}"),
+            Self::TimedOut { attempts: 0, .. } => write!(
+                f,
+                "the request was not sent: its deadline had already passed when it reached the retry layer (give it more time, or check what spent it before this layer)"
+            ),
+            Self::TimedOut { .. } => write!(f, "the deadline passed after {n} attempt{s}"),
         }?;
         if let Cause::Status(status) = self.cause() {
             write!(f, " (last response: {status})")?;

@@ -95,8 +95,8 @@ pub struct RetrySnapshot {
     pub retries: u64,
     /// Hedges sent.
     pub hedges: u64,
-    /// Hedges whose answer (a success, or a rejection of the request as
-    /// such) came first and was returned instead of the hedged attempt's.
+    /// Hedges whose success was returned instead of the hedged attempt's
+    /// answer.
     pub hedges_won: u64,
     /// Retries and hedges refused by the retry budget.
     pub budget_exhausted: u64,
@@ -335,17 +335,18 @@ fn error_type<'a, E>(cause: &'a RetryCause<'_>) -> &'a str {
     }
 }
 
-/// `true` for the outcomes that end a hedge race at once: the server
-/// answered (`Success`), or refused the request as such (`Rejected`, which
-/// the other copy would get too). A failure waits for the other copy.
+/// `true` for the only outcome that ends a hedge race at once: a success.
+/// Anything else, a rejection (4xx) included, waits for the other copy: a
+/// rejection may be caused by the other copy's success (a DELETE's 404, a
+/// conditional PUT's 412), so it says nothing the other copy will get too.
 const fn ends_race(outcome: Outcome) -> bool {
-    matches!(outcome, Outcome::Success | Outcome::Rejected)
+    matches!(outcome, Outcome::Success)
 }
 
 /// The result of a hedge race in which no copy succeeded: the first
-/// attempt's (the hedge was a second chance for it), unless that copy only
-/// fell behind the hedge's body; the server's wait is the longer of the two
-/// copies', so a Retry-After on either is honoured.
+/// attempt's answer (the hedge was a second chance for it), unless that
+/// copy only fell behind the hedge's body; the server's wait is the longer
+/// of the two copies', so a Retry-After on either is honoured.
 fn race_lost<RB, E>(
     primary: (Attempt<RB, E>, Outcome),
     hedge: Option<(Attempt<RB, E>, Outcome)>,
@@ -466,11 +467,12 @@ impl<T, C> Retry<T, C> {
     }
 
     /// One attempt of an idempotent request, with a hedge sent after
-    /// `delay` (if the budget allows). A success, or a rejection of the
-    /// request as such, ends the race at once, and the other copy is
-    /// cancelled by being dropped; a failed copy waits for the other (see
-    /// [`race_lost`]). Returns the attempt, its outcome, and the hedges
-    /// sent (0 or 1).
+    /// `delay` (if the budget allows and the deadline has not passed). A
+    /// success ends the race at once, and the other copy is cancelled by
+    /// being dropped; any other answer (a failure, or a rejection, which
+    /// may be caused by the other copy's success) waits for the other copy
+    /// (see [`race_lost`]). Returns the attempt, its outcome, and the
+    /// hedges sent (0 or 1).
     async fn hedged<B>(
         &self,
         first: Request<B>,
@@ -494,9 +496,15 @@ impl<T, C> Retry<T, C> {
         let mut hedges = 0;
         let mut primary_failed = None;
         let mut hedge_failed = None;
-        let record = |since: Instant| {
-            if let Some(h) = &shared.histogram {
-                h.record(since.elapsed());
+        // The latency of the first answer (success or rejection) the
+        // request got, recorded once.
+        let mut recorded = false;
+        let mut record = || {
+            if let Some(h) = &shared.histogram
+                && !recorded
+            {
+                recorded = true;
+                h.record(started.elapsed());
             }
         };
         poll_fn(|cx| {
@@ -505,8 +513,11 @@ impl<T, C> Retry<T, C> {
                     primary.set(Slot::Done);
                     let o = self.outcome(&a);
                     if ends_race(o) {
-                        record(started);
+                        record();
                         return Poll::Ready((a, o, hedges));
+                    }
+                    if o == Outcome::Rejected {
+                        record();
                     }
                     primary_failed = Some((a, o));
                 }
@@ -519,7 +530,7 @@ impl<T, C> Retry<T, C> {
                         // latency, not the hedge's (a sample biased to the
                         // fast side: only hedges that win are seen), keeps
                         // the tail in the histogram.
-                        record(started);
+                        record();
                         tracing::debug!(retry.name = %shared.config.name, "hedge won");
                         return Poll::Ready((a, o, hedges));
                     }
@@ -538,12 +549,19 @@ impl<T, C> Retry<T, C> {
                 {
                     timer.set(None);
                     hedge.set(Slot::Done);
+                    // No hedge once the deadline has passed: it could only
+                    // time out at once, after spending a token. (The first
+                    // attempt's timer, polled above, normally ends the race
+                    // first: this keeps that true by construction.)
+                    let now = Instant::now();
+                    if limits.deadline.is_some_and(|d| d.is_expired_at(now)) {
+                        continue;
+                    }
                     // The copy first: a body that can no longer be copied
                     // means no hedge, and no token spent on one.
                     let Ok(req) = template.request() else {
                         continue;
                     };
-                    let now = Instant::now();
                     if shared.budget.as_ref().is_some_and(|b| !b.try_withdraw(now)) {
                         shared.counters.budget_exhausted.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(retry.name = %shared.config.name, "hedge refused by the retry budget");
@@ -790,15 +808,12 @@ impl<B: TryCloneBody> Replay<B> {
 }
 
 impl<T, C> Retry<T, C> {
-    /// Bookkeeping before the first attempt: counters, budget deposit,
-    /// deadline, safety.
-    fn begin<B>(&self, req: &mut Request<B>) -> Ctx {
+    /// Bookkeeping before the first attempt: deadline, counters, budget
+    /// deposit, safety. `Err` when the request's deadline has already
+    /// passed: it is not sent (nor counted), as it could only time out.
+    fn begin<B>(&self, req: &mut Request<B>) -> Result<Ctx, TimeoutError> {
         let shared = &*self.shared;
         let config = &shared.config;
-        let index = shared.counters.requests.fetch_add(1, Ordering::Relaxed);
-        if let Some(budget) = &shared.budget {
-            budget.deposit();
-        }
         // The clock is read only when there is a deadline to honour.
         let limits = match (config.timeout, Deadline::of(req)) {
             (None, None) => Limits {
@@ -812,13 +827,21 @@ impl<T, C> Retry<T, C> {
                     Some(t) => Deadline::after_from(now, t).apply(req),
                     None => Deadline::of(req).unwrap_or_else(|| Deadline::at(now)),
                 };
+                let total = deadline.remaining_at(now);
+                if deadline.is_expired_at(now) {
+                    return Err(TimeoutError::new(TimeoutPhase::Total, total));
+                }
                 Limits {
                     deadline: Some(deadline),
-                    total: deadline.remaining_at(now),
+                    total,
                     attempt_timeout: config.attempt_timeout,
                 }
             }
         };
+        let index = shared.counters.requests.fetch_add(1, Ordering::Relaxed);
+        if let Some(budget) = &shared.budget {
+            budget.deposit();
+        }
         let safety = Safety::of(req, &config.idempotency_header);
         // Hedging needs a method that is idempotent by itself (RFC 9110):
         // two copies in flight at once are not made safe by
@@ -830,13 +853,13 @@ impl<T, C> Retry<T, C> {
         } else {
             safety
         };
-        Ctx {
+        Ok(Ctx {
             index,
             limits,
             safety,
             hedging,
             may_resend: config.backoff.max_retries > 0 || hedging,
-        }
+        })
     }
 
     /// One attempt, hedged when that applies, with its outcome and the
@@ -931,6 +954,10 @@ impl<T, C> Retry<T, C> {
                 copy,
             ) {
                 (Decision::Retry { delay, from_server }, Ok(copy)) => {
+                    // `decide` took a budget token for this retry: if the
+                    // caller gives up during the wait (or the hook panics),
+                    // it goes back.
+                    let token = Token(shared.budget.as_ref());
                     self.report_retry::<T::Error>(
                         state.attempts() - 1,
                         sent,
@@ -940,11 +967,23 @@ impl<T, C> Retry<T, C> {
                     );
                     // Release the failed response (and its connection) before waiting.
                     drop(attempt);
-                    // `decide` took a budget token for this retry: if the
-                    // caller gives up during the wait, it goes back.
-                    let token = Token(shared.budget.as_ref());
+                    // The wait ends when `decide` allowed it to, at `now +
+                    // delay`, however long the hook took.
                     if !delay.is_zero() {
-                        tokio::time::sleep(delay).await;
+                        tokio::time::sleep_until(instant_after(now, delay)).await;
+                    }
+                    // The wait is over before the deadline, unless the hook
+                    // outlasted the deadline: then the retry is not sent.
+                    if let Some(deadline) = ctx.limits.deadline
+                        && deadline.is_expired()
+                    {
+                        return Err(RetryError::TimedOut {
+                            cause: Cause::Timeout(TimeoutError::new(
+                                TimeoutPhase::Total,
+                                ctx.limits.total,
+                            )),
+                            attempts: sent,
+                        });
                     }
                     token.spend();
                     shared.counters.retries.fetch_add(1, Ordering::Relaxed);
@@ -1011,7 +1050,15 @@ where
         mut req: Request<B>,
     ) -> impl Future<Output = Result<Response<T::Body>, Self::Error>> + Send {
         async move {
-            let ctx = self.begin(&mut req);
+            let ctx = match self.begin(&mut req) {
+                Ok(ctx) => ctx,
+                Err(t) => {
+                    return Err(RetryError::TimedOut {
+                        cause: Cause::Timeout(t),
+                        attempts: 0,
+                    });
+                }
+            };
             let mut replay = Replay::of(&req, ctx.may_resend);
             let (attempt, outcome, sent) = if ctx.hedging {
                 // The race holds two attempts and a timer: boxed, so requests

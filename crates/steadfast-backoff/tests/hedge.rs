@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body_util::Full;
-use steadfast_backoff::{BudgetConfig, Hedging, Retry, RetryBudget, RetryConfig};
+use steadfast_backoff::{Backoff, BudgetConfig, Hedging, Jitter, Retry, RetryBudget, RetryConfig};
 use steadfast_core::replay::ReplayBody;
 use steadfast_core::{Transport, transport_fn};
 use steadfast_testkit::{MockTransport, Reply, Route};
@@ -315,17 +315,127 @@ async fn a_hedge_that_fails_for_good_does_not_beat_a_first_attempt_still_in_flig
     let snap = retry.snapshot();
     assert_eq!((snap.hedges, snap.hedges_won), (1, 0), "{snap:?}");
 
-    // A rejection of the request as such (4xx) does end the race: the
-    // first attempt would be refused the same way.
+    // Nor does a rejection (4xx): it may be the other copy's doing.
     let mock = MockTransport::new();
     mock.on(Route::get("/x"))
         .reply_once(Reply::status(200).delay(ms(300)))
         .reply(Reply::status(404).delay(ms(10)));
     let retry = Retry::new(mock.clone(), hedge_after(ms(50)));
     let t0 = Instant::now();
+    assert_eq!(retry.send(get("/x")).await.unwrap().status(), 200);
+    assert_eq!(t0.elapsed(), ms(300));
+    assert_eq!(retry.snapshot().hedges_won, 0);
+}
+
+fn request(method: Method, path: &str) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(method)
+        .uri(format!("http://api.test{path}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hedges_404_caused_by_the_first_copys_delete_does_not_hide_its_204() {
+    // The server deletes on the first copy but answers it only after
+    // 200 ms; the hedge, sent at 50 ms, finds nothing left: 404 at once.
+    let mock = MockTransport::new();
+    mock.on(Route::delete("/items/7"))
+        .reply_once(Reply::status(204).delay(ms(200)))
+        .reply(Reply::status(404));
+    let retry = Retry::new(mock.clone(), hedge_after(ms(50)));
+    let t0 = Instant::now();
+
+    let res = retry
+        .send(request(Method::DELETE, "/items/7"))
+        .await
+        .unwrap();
+
+    assert_eq!(res.status(), 204);
+    assert_eq!(t0.elapsed(), ms(200));
+    mock.assert_called(2);
+    let snap = retry.snapshot();
+    assert_eq!((snap.hedges, snap.hedges_won, snap.attempts), (1, 0, 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hedges_412_caused_by_the_first_copys_conditional_put_does_not_hide_its_200() {
+    // PUT with If-Match: the first copy changes the ETag, so the hedge's
+    // precondition fails.
+    let mock = MockTransport::new();
+    mock.on(Route::put("/items/7").header("if-match", "\"v1\""))
+        .reply_once(Reply::status(200).header("etag", "\"v2\"").delay(ms(200)))
+        .reply(Reply::status(412));
+    let retry = Retry::new(mock.clone(), hedge_after(ms(50)));
+    let mut req = request(Method::PUT, "/items/7");
+    req.headers_mut()
+        .insert("if-match", http::HeaderValue::from_static("\"v1\""));
+
+    let res = retry.send(req).await.unwrap();
+
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["etag"], "\"v2\"");
+    mock.assert_called(2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_no_copy_succeeds_the_first_attempts_answer_is_returned() {
+    // The hedge's 404 comes first (at 50 ms), the first attempt's 409 at
+    // 200 ms: neither succeeded, so the first attempt's answer is the
+    // request's.
+    let mock = MockTransport::new();
+    mock.on(Route::get("/x"))
+        .reply_once(Reply::status(409).delay(ms(200)))
+        .reply(Reply::status(404));
+    let retry = Retry::new(mock.clone(), hedge_after(ms(50)));
+    let t0 = Instant::now();
+
+    let res = retry.send(get("/x")).await.unwrap();
+
+    assert_eq!(res.status(), 409);
+    assert_eq!(t0.elapsed(), ms(200));
+    let snap = retry.snapshot();
+    assert_eq!((snap.hedges, snap.hedges_won), (1, 0), "{snap:?}");
+
+    // A rejection of the first attempt before the hedge is due is final
+    // at once: no hedge is sent.
+    let mock = MockTransport::new();
+    mock.on(Route::get("/x"))
+        .reply(Reply::status(404).delay(ms(10)));
+    let retry = Retry::new(mock.clone(), hedge_after(ms(50)));
+    let t0 = Instant::now();
     assert_eq!(retry.send(get("/x")).await.unwrap().status(), 404);
-    assert_eq!(t0.elapsed(), ms(60));
-    assert_eq!(retry.snapshot().hedges_won, 1);
+    assert_eq!(t0.elapsed(), ms(10));
+    mock.assert_called(1);
+    assert_eq!(retry.snapshot().hedges, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rejected_hedge_waits_for_a_first_attempt_that_then_fails_and_is_retried() {
+    // The first attempt's 503 (at 200 ms) goes on to the retry rules even
+    // though the hedge was refused with a 404 before: the retry succeeds.
+    let mock = MockTransport::new();
+    mock.on(Route::get("/x"))
+        .reply_once(Reply::status(503).delay(ms(200)))
+        .reply_once(Reply::status(404))
+        .reply(Reply::status(200));
+    let config = RetryConfig::builder()
+        .hedging(Hedging::after(ms(50)))
+        .backoff(Backoff::constant(ms(10)).jitter(Jitter::None))
+        .build()
+        .unwrap();
+    let retry = Retry::new(mock.clone(), config);
+
+    let res = retry.send(get("/x")).await.unwrap();
+
+    assert_eq!(res.status(), 200);
+    mock.assert_called(3);
+    let snap = retry.snapshot();
+    assert_eq!(
+        (snap.hedges, snap.retries, snap.hedges_won),
+        (1, 1, 0),
+        "{snap:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use steadfast_backoff::{
-    Backoff, BudgetConfig, Cause, Jitter, Retry, RetryBudget, RetryConfig, RetryError,
+    Backoff, BudgetConfig, Cause, Hedging, Jitter, Retry, RetryBudget, RetryConfig, RetryError,
 };
 use steadfast_core::replay::ReplayBody;
 use steadfast_core::{
@@ -814,7 +814,7 @@ async fn duration_max_in_every_setting_never_panics() {
         .attempt_timeout(Duration::MAX)
         .timeout(Duration::MAX)
         .budget(BudgetConfig::new().window(Duration::MAX))
-        .hedging(steadfast_backoff::Hedging::after(Duration::MAX))
+        .hedging(Hedging::after(Duration::MAX))
         .build()
         .unwrap();
     let retry = Retry::new(mock.clone(), config);
@@ -853,4 +853,69 @@ async fn duration_max_in_every_setting_never_panics() {
     );
     assert_eq!(t0.elapsed(), Duration::ZERO);
     mock.assert_called(1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_whose_deadline_has_already_passed_is_not_sent() {
+    let mock = MockTransport::new();
+    mock.on(Route::get("/x")).reply(Reply::status(200));
+    let retry = Retry::new(mock.clone(), RetryConfig::default());
+    let mut req = get("/x");
+    Deadline::after(secs(1)).apply(&mut req);
+    tokio::time::advance(secs(2)).await;
+
+    let err = retry.send(req).await.unwrap_err();
+
+    assert!(
+        matches!(err, RetryError::TimedOut { attempts: 0, .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        ErrorClass::of(&err),
+        ErrorClass::Timeout(Some(TimeoutPhase::Total))
+    );
+    assert!(err.to_string().contains("not sent"), "{err}");
+    mock.assert_called(0);
+    let snap = retry.snapshot();
+    assert_eq!((snap.requests, snap.attempts), (0, 0), "{snap:?}");
+
+    // A deadline that ends exactly now has passed too (hedged or not).
+    let config = RetryConfig::builder()
+        .hedging(Hedging::after(ms(50)))
+        .build()
+        .unwrap();
+    let retry = Retry::new(mock.clone(), config);
+    let mut req = get("/x");
+    Deadline::after(Duration::ZERO).apply(&mut req);
+    let err = retry.send(req).await.unwrap_err();
+    assert!(
+        matches!(err, RetryError::TimedOut { attempts: 0, .. }),
+        "{err:?}"
+    );
+    mock.assert_called(0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_on_retry_hook_gives_the_budget_token_back() {
+    let mock = MockTransport::new();
+    mock.on(Route::get("/flaky"))
+        .reply_once(Reply::status(503))
+        .reply(Reply::status(200));
+    let budget = RetryBudget::new(BudgetConfig::new().ratio(0.0).floor(1)).unwrap();
+    let config = RetryConfig::builder()
+        .shared_budget(budget.clone())
+        .on_retry(|_, _, _| panic!("hook failed"))
+        .build()
+        .unwrap();
+    let retry = Retry::new(mock.clone(), config);
+
+    let task = tokio::spawn({
+        let retry = retry.clone();
+        async move { retry.send(get("/flaky")).await.map(|r| r.status()) }
+    });
+
+    assert!(task.await.unwrap_err().is_panic());
+    mock.assert_called(1);
+    assert_eq!(budget.snapshot().withdrawn, 0, "the token went back");
+    assert_eq!(retry.snapshot().retries, 0);
 }
