@@ -15,7 +15,10 @@
 //!   retries per second (10 by default, as a token bucket with a one-second
 //!   burst), so a client with little traffic can still retry.
 //! - A retry that was granted a token but never sent (its request was
-//!   cancelled during the wait) **refunds** it.
+//!   cancelled during the wait) **refunds** it, to the pool that paid it
+//!   ([`Withdrawal`]): a floor token goes back to the floor, where it is
+//!   use-or-lose within the second, not to the ratio balance, where it
+//!   would linger for a window.
 //!
 //! Over any stretch of time, retries are at most `ratio × requests +
 //! floor × (seconds + 1)`.
@@ -173,6 +176,16 @@ impl fmt::Debug for RetryBudget {
     }
 }
 
+/// Which of a [`RetryBudget`]'s pools paid for a retry: give it to
+/// [`RetryBudget::refund`] if the retry is not sent after all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Withdrawal {
+    /// The ratio balance: deposits from requests, fading over the window.
+    Ratio,
+    /// The per-second floor.
+    Floor,
+}
+
 /// Counters of a [`RetryBudget`].
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -223,36 +236,60 @@ impl RetryBudget {
     }
 
     /// Takes one retry from the budget at `now`; `false` means the retry
-    /// should not happen.
+    /// should not happen. [`RetryBudget::withdraw`] says which pool paid,
+    /// for a caller that may give the token back.
     pub fn try_withdraw(&self, now: Instant) -> bool {
-        let s = &*self.state;
-        let now_ns = s.nanos_since_epoch(now);
-        let ok = s.withdraw_ratio(now_ns) || s.withdraw_floor(now_ns);
-        let counter = if ok { &s.withdrawn } else { &s.denied };
-        counter.fetch_add(1, Ordering::Relaxed);
-        ok
+        self.withdraw(now).is_some()
     }
 
-    /// Gives back a token taken by [`RetryBudget::try_withdraw`] for a retry
-    /// that was not sent after all (the request was cancelled while it
-    /// waited). The token returns to the ratio balance (to the floor when
-    /// the ratio is 0), so the bound on retries still holds: every refund
-    /// matches a withdrawal that did not become a retry.
-    pub fn refund(&self) {
+    /// Takes one retry from the budget at `now`: the pool that paid, or
+    /// `None` if the retry should not happen.
+    pub fn withdraw(&self, now: Instant) -> Option<Withdrawal> {
         let s = &*self.state;
-        if s.config.ratio > 0.0 {
-            let _ = s
-                .balance
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |bits| {
-                    Some((f64::from_bits(bits) + 1.0).to_bits())
-                });
-        } else if s.config.floor > 0 {
-            let interval = NANOS_PER_SEC / u64::from(s.config.floor);
-            let _ = s
-                .floor_tat
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |tat| {
-                    Some(tat.saturating_sub(interval))
-                });
+        let now_ns = s.nanos_since_epoch(now);
+        let paid = if s.withdraw_ratio(now_ns) {
+            Some(Withdrawal::Ratio)
+        } else if s.withdraw_floor(now_ns) {
+            Some(Withdrawal::Floor)
+        } else {
+            None
+        };
+        let counter = if paid.is_some() {
+            &s.withdrawn
+        } else {
+            &s.denied
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        paid
+    }
+
+    /// Gives back a token taken by [`RetryBudget::withdraw`] for a retry
+    /// that was not sent after all (the request was cancelled while it
+    /// waited), to the pool that paid it, so the bound on retries still
+    /// holds: every refund matches a withdrawal that did not become a
+    /// retry. A floor token is only good within the floor's one-second
+    /// burst, as if it had not been taken: it does not bank.
+    pub fn refund(&self, paid: Withdrawal) {
+        let s = &*self.state;
+        match paid {
+            Withdrawal::Ratio => {
+                let _ = s
+                    .balance
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |bits| {
+                        Some((f64::from_bits(bits) + 1.0).to_bits())
+                    });
+            }
+            Withdrawal::Floor if s.config.floor > 0 => {
+                // A withdrawal counts from `max(tat, now)`: a `tat` moved
+                // back below now gives nothing beyond a full bucket.
+                let interval = NANOS_PER_SEC / u64::from(s.config.floor);
+                let _ = s
+                    .floor_tat
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |tat| {
+                        Some(tat.saturating_sub(interval))
+                    });
+            }
+            Withdrawal::Floor => {}
         }
         let _ = s
             .withdrawn
@@ -423,22 +460,41 @@ mod tests {
         );
     }
 
+    /// An outage where every retry is cancelled during its wait: each
+    /// second the floor's tokens are taken and given back. Given back to
+    /// the ratio balance, they would pile up there (105 at once after
+    /// 100 s); given back to the floor, a burst stays the floor's 10.
+    #[test]
+    fn refunded_floor_tokens_do_not_pile_up_in_the_ratio_balance() {
+        let (b, t0) = budget(0.2, 10);
+        for s in 0..100 {
+            let now = t0 + Duration::from_secs(s);
+            let taken: Vec<_> = std::iter::from_fn(|| b.withdraw(now)).collect();
+            assert_eq!(taken.len(), 10, "second {s}");
+            for paid in taken {
+                b.refund(paid);
+            }
+        }
+        assert_eq!(drain(&b, t0 + Duration::from_secs(100)), 10);
+    }
+
     #[test]
     fn a_refund_gives_the_token_back_to_its_pool() {
         let (b, t0) = budget(0.2, 0);
         for _ in 0..5 {
             b.deposit();
         }
-        assert!(b.try_withdraw(t0));
+        let paid = b.withdraw(t0);
+        assert_eq!(paid, Some(Withdrawal::Ratio));
         assert!(!b.try_withdraw(t0), "one token for five requests");
-        b.refund();
+        b.refund(Withdrawal::Ratio);
         assert_eq!(b.snapshot().withdrawn, 0);
         assert!(b.try_withdraw(t0), "the refunded token is spendable again");
 
         let (b, t0) = budget(0.0, 1);
-        assert!(b.try_withdraw(t0));
+        assert_eq!(b.withdraw(t0), Some(Withdrawal::Floor));
         assert!(!b.try_withdraw(t0), "the floor's burst of one is spent");
-        b.refund();
+        b.refund(Withdrawal::Floor);
         assert!(b.try_withdraw(t0), "the floor got its token back");
         assert_eq!(
             b.snapshot(),
@@ -506,6 +562,7 @@ mod tests {
         ) {
             let (b, t0) = budget(ratio, floor);
             let (mut now, mut deposits, mut allowed) = (t0, 0u64, 0u64);
+            let mut held = Vec::new();
             for op in ops {
                 match op {
                     Op::Deposit(n) => {
@@ -513,13 +570,18 @@ mod tests {
                         deposits += u64::from(n);
                     }
                     Op::Withdraw(n) => {
-                        allowed += (0..n).filter(|_| b.try_withdraw(now)).count() as u64;
+                        let before = held.len();
+                        held.extend((0..n).filter_map(|_| b.withdraw(now)));
+                        allowed += (held.len() - before) as u64;
                     }
                     Op::Refund(n) => {
-                        // Only tokens taken can be given back (retries not sent).
-                        let n = u64::from(n).min(allowed);
-                        for _ in 0..n { b.refund(); }
-                        allowed -= n;
+                        // Only tokens taken can be given back (retries not
+                        // sent), each to the pool that paid it.
+                        for _ in 0..n {
+                            let Some(paid) = held.pop() else { break };
+                            b.refund(paid);
+                            allowed -= 1;
+                        }
                     }
                     Op::Wait(ms) => now += Duration::from_millis(u64::from(ms)),
                 }

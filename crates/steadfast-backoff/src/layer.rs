@@ -17,7 +17,7 @@ use steadfast_core::{
 };
 use tokio::time::Instant;
 
-use crate::budget::RetryBudget;
+use crate::budget::{RetryBudget, Withdrawal};
 use crate::config::{BudgetChoice, HedgeDelay, RetryConfig};
 use crate::error::{Cause, RetryCause, RetryError};
 use crate::future::{AttemptFuture, instant_after};
@@ -953,11 +953,18 @@ impl<T, C> Retry<T, C> {
                 state.decide(input, ctx.limits.deadline, shared.budget.as_ref(), now),
                 copy,
             ) {
-                (Decision::Retry { delay, from_server }, Ok(copy)) => {
+                (
+                    Decision::Retry {
+                        delay,
+                        from_server,
+                        token,
+                    },
+                    Ok(copy),
+                ) => {
                     // `decide` took a budget token for this retry: if the
                     // caller gives up during the wait (or the hook panics),
-                    // it goes back.
-                    let token = Token(shared.budget.as_ref());
+                    // it goes back, to the pool that paid it.
+                    let token = Token(shared.budget.as_ref().zip(token));
                     self.report_retry::<T::Error>(
                         state.attempts() - 1,
                         sent,
@@ -1014,7 +1021,7 @@ impl<T, C> Retry<T, C> {
 /// A budget token taken for a retry that is waiting to be sent: given back
 /// if the wait is cancelled (the request's future dropped), so a caller's
 /// timeout does not spend the budget on retries that never happen.
-struct Token<'a>(Option<&'a RetryBudget>);
+struct Token<'a>(Option<(&'a RetryBudget, Withdrawal)>);
 
 impl Token<'_> {
     /// The retry is being sent: the token stays spent.
@@ -1025,8 +1032,8 @@ impl Token<'_> {
 
 impl Drop for Token<'_> {
     fn drop(&mut self) {
-        if let Some(budget) = self.0 {
-            budget.refund();
+        if let Some((budget, paid)) = self.0 {
+            budget.refund(paid);
         }
     }
 }

@@ -14,7 +14,7 @@ pub mod schedule;
 pub use backoff::{Backoff, Curve, Jitter, Schedule};
 pub use budget::{
     BudgetConfig, BudgetSnapshot, DEFAULT_BUDGET_FLOOR, DEFAULT_BUDGET_RATIO,
-    DEFAULT_BUDGET_WINDOW, RetryBudget,
+    DEFAULT_BUDGET_WINDOW, RetryBudget, Withdrawal,
 };
 pub use config::{
     ConfigError, DEFAULT_BASE, DEFAULT_FACTOR, DEFAULT_HEDGE_MIN_SAMPLES, DEFAULT_HEDGE_PERCENTILE,

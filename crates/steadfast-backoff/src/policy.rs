@@ -32,7 +32,8 @@
 //!    [`Stop::BudgetExhausted`]. It is asked last, so a retry that would not
 //!    happen anyway does not spend one. The token is taken here; a caller
 //!    that does not send the retry after all (cancelled during the wait)
-//!    gives it back with [`RetryBudget::refund`].
+//!    gives it back with [`RetryBudget::refund`] (the pool that paid is in
+//!    [`Decision::Retry`]'s `token`).
 
 use std::time::Duration;
 
@@ -42,7 +43,7 @@ use steadfast_core::{Deadline, NotReplayable};
 use tokio::time::Instant;
 
 use crate::backoff::{Backoff, Schedule};
-use crate::budget::RetryBudget;
+use crate::budget::{RetryBudget, Withdrawal};
 
 /// How safe it is to send a request more than once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -106,6 +107,9 @@ pub enum Decision {
         /// `true` when the server's wait was the longer one, so the wait is
         /// the server's.
         from_server: bool,
+        /// The budget token taken for this retry (with a budget): give it
+        /// back with [`RetryBudget::refund`] if the retry is not sent.
+        token: Option<Withdrawal>,
     },
     /// Give up.
     Stop(Stop),
@@ -153,7 +157,7 @@ pub enum Stop {
 /// let now = Instant::now();
 /// assert_eq!(
 ///     state.decide(failed, None, None, now),
-///     Decision::Retry { delay: Duration::from_millis(10), from_server: false }
+///     Decision::Retry { delay: Duration::from_millis(10), from_server: false, token: None }
 /// );
 /// assert_eq!(state.decide(failed, None, None, now), Decision::Stop(Stop::Exhausted));
 /// assert_eq!(state.attempts(), 2);
@@ -260,14 +264,17 @@ impl RetryState {
         {
             return Decision::Stop(Stop::RetryAfterTooLong { retry_after: after });
         }
-        if let Some(budget) = budget
-            && !budget.try_withdraw(now)
-        {
-            return Decision::Stop(Stop::BudgetExhausted);
-        }
+        let token = match budget {
+            Some(budget) => match budget.withdraw(now) {
+                Some(paid) => Some(paid),
+                None => return Decision::Stop(Stop::BudgetExhausted),
+            },
+            None => None,
+        };
         Decision::Retry {
             delay: wait,
             from_server,
+            token,
         }
     }
 }
@@ -345,7 +352,8 @@ mod tests {
             s.decide(server, None, None, now),
             Decision::Retry {
                 delay: Duration::from_secs(30),
-                from_server: true
+                from_server: true,
+                token: None
             }
         );
         let hostile = Retryable {
@@ -394,14 +402,16 @@ mod tests {
             s.decide(zero, None, None, now),
             Decision::Retry {
                 delay: ms(100),
-                from_server: false
+                from_server: false,
+                token: None
             }
         );
         assert_eq!(
             s.decide(short, None, None, now),
             Decision::Retry {
                 delay: ms(200),
-                from_server: false
+                from_server: false,
+                token: None
             },
             "the backoff is longer"
         );
@@ -409,7 +419,8 @@ mod tests {
             s.decide(short, None, None, now),
             Decision::Retry {
                 delay: ms(400),
-                from_server: false
+                from_server: false,
+                token: None
             }
         );
     }
@@ -482,7 +493,7 @@ mod tests {
                 now += ms(s.elapsed); // the attempt's own duration
                 let input = Retryable { server_delay: s.server_delay.map(ms), safe: s.safe, replayable: Ok(()) };
                 match state.decide(input, deadline, None, now) {
-                    Decision::Retry { delay, from_server } => {
+                    Decision::Retry { delay, from_server, .. } => {
                         prop_assert!(s.safe);
                         prop_assert!(state.attempts() <= retries + 1, "attempt {} > max", state.attempts());
                         prop_assert!(
