@@ -142,6 +142,12 @@ impl<T, C> Layer<T> for BreakerLayer<C> {
 /// when the response head arrives. Dropping the future before that (a
 /// timeout, a cancelled task, or never polling it) records nothing and
 /// frees a half-open probe slot.
+///
+/// So a request timeout belongs *inside* the breaker: a layer below it,
+/// closer to the transport, whose expiry is an error the breaker sees and
+/// counts as a failure. A timeout wrapped around the breaker drops its
+/// future instead, and a service that hangs on every request never trips
+/// it.
 pub struct Breaker<T, C = BreakerClassifier> {
     inner: T,
     target: Target,

@@ -36,15 +36,21 @@ type KeyFn = Arc<dyn Fn(&Uri, &HeaderMap) -> String + Send + Sync>;
 ///   runs when a new key arrives (at most every half idle timeout, or when
 ///   the registry is full) and by [`evict_idle`](Self::evict_idle). When
 ///   full, the least recently used evictable breaker makes room.
-/// - **Never forgets what matters**: only a closed breaker that nothing else
-///   holds may be evicted. A call in flight holds its breaker (its permit
-///   owns a share of the `Arc`), so its result is never recorded into a
-///   breaker the registry has already replaced; so does anyone keeping the
-///   `Arc` from [`get`](Self::get) or [`get_or_create`](Self::get_or_create).
-///   An open, half-open or isolated breaker is kept until it closes: it
-///   remembers its trips (the grown break) and its probes. If every slot
-///   holds a breaker that must be kept, the new key's requests pass
-///   untracked (counted in [`RegistrySnapshot::untracked`]).
+/// - **Never forgets what matters**: a breaker that anything else holds is
+///   never evicted. A call in flight holds its breaker (its permit owns a
+///   share of the `Arc`), so its result is never recorded into a breaker the
+///   registry has already replaced; so does anyone keeping the `Arc` from
+///   [`get`](Self::get) or [`get_or_create`](Self::get_or_create). A closed
+///   breaker may be evicted, idle or least recently used. A half-open or
+///   isolated one is kept until it closes (it has probes to judge, or was
+///   opened by hand), and so is an open one while its break lasts or while
+///   it is in use. An open breaker unused for the idle timeout whose break
+///   has ended is forgotten by the idle sweep (not to make room as least
+///   recently used): its key tripped and was never asked for again, and
+///   forgetting it costs at most one call that goes out unguarded (and
+///   starts a fresh breaker), where keeping it would hold its slot for
+///   ever. If every slot holds a breaker that must be kept, the new key's
+///   requests pass untracked (counted in [`RegistrySnapshot::untracked`]).
 /// - **Cost**: a known key costs a read lock, one hash lookup and an `Arc`
 ///   clone per call; only new keys take the write lock.
 pub struct BreakerRegistry {
@@ -230,7 +236,7 @@ impl BreakerRegistry {
                 e.last_seen = now;
                 return true;
             }
-            now.saturating_duration_since(e.last_seen) < idle || !e.breaker.is_evictable()
+            now.saturating_duration_since(e.last_seen) < idle || !e.breaker.is_evictable(Some(now))
         });
         let evicted = before - inner.map.len();
         self.evictions.fetch_add(evicted as u64, Ordering::Relaxed);
@@ -242,7 +248,7 @@ impl BreakerRegistry {
         let victim = inner
             .map
             .iter()
-            .filter(|(_, e)| e.breaker.is_evictable())
+            .filter(|(_, e)| e.breaker.is_evictable(None))
             .min_by_key(|(_, e)| e.last_seen)
             .map(|(k, _)| k.clone());
         match victim {

@@ -16,9 +16,11 @@
 //! - A permit carries the generation it was issued in. The result of a
 //!   call from an earlier generation (the breaker moved on while it was out)
 //!   is ignored, so a slow straggler can neither trip a breaker that already
-//!   reopened nor close one that is testing the water again. A probe's slot,
-//!   though, is freed whenever the probe returns or is dropped, whatever
-//!   round admitted it: probes in flight never exceed the limit.
+//!   reopened nor close one that is testing the water again. Nor does it
+//!   hold a probe slot: each half-open round counts only its own probes
+//!   against the limit (a new generation starts with none out), so a probe
+//!   that never returns cannot keep later rounds, or a reset breaker's
+//!   next round, from probing.
 //! - "Ignored" holds however long the straggler was preempted between
 //!   checking its generation and writing: the count window only takes
 //!   writes through a gate tagged with the current closed period, which a
@@ -114,9 +116,10 @@ struct Control {
     /// The end of the break; set whenever the breaker opens (to a time after
     /// the opening: see [`saturating_add`]).
     open_until: Option<Instant>,
-    /// Probe calls out, whatever round admitted them: a probe of an
-    /// abandoned round still occupies a slot until it returns, so there are
-    /// never more probes in flight than the mode allows.
+    /// Probe calls of the current generation (half-open round) out: never
+    /// more than the mode allows. Zeroed by every new generation
+    /// ([`CircuitBreaker::publish`]); a probe of an earlier one, whose
+    /// result is ignored, holds no slot either.
     probes_out: u32,
     probing: Probing,
 }
@@ -498,7 +501,9 @@ impl CircuitBreaker {
                 // clear the window and store a new generation: the word read
                 // here is the window's (Relaxed suffices, the lock orders it).
                 (self.word.load(Ordering::Relaxed) == word).then(|| Recorded {
-                    counts: w.record(at, failed, slow),
+                    // Read out (saturated) only where a failure or a slow
+                    // call looks at them.
+                    counts: w.record(at, failed, slow).counts(),
                     run: w.run(),
                 })
             }
@@ -562,10 +567,10 @@ impl CircuitBreaker {
         let mut pending = Pending::default();
         {
             let mut ctl = self.lock();
-            ctl.probes_out = ctl.probes_out.saturating_sub(1);
             if Self::word_of(&ctl) != word {
-                return; // a probe of an abandoned round: its slot is free, its result moot
+                return; // a probe of an abandoned round: no slot, its result moot
             }
+            ctl.probes_out = ctl.probes_out.saturating_sub(1);
             match &self.config.half_open {
                 HalfOpen::Quick { probes } => {
                     if failed || slow {
@@ -584,9 +589,7 @@ impl CircuitBreaker {
                     stages,
                 } => {
                     let p = &mut ctl.probing;
-                    p.results.calls += 1;
-                    p.results.failures += u32::from(failed);
-                    p.results.slow += u32::from(slow);
+                    p.results.add(failed, slow);
                     let r = p.results;
                     let calls = u64::from(r.calls);
                     let stage_failed = u64::from(r.failures) * MILLION
@@ -611,11 +614,14 @@ impl CircuitBreaker {
         self.emit(&pending);
     }
 
-    /// A probe permit dropped without a result: free its slot.
+    /// A probe permit of generation `word` dropped without a result: free
+    /// its slot, if its round is still the current one.
     #[cold]
-    fn release(&self) {
+    fn release(&self, word: u64) {
         let mut ctl = self.lock();
-        ctl.probes_out = ctl.probes_out.saturating_sub(1);
+        if Self::word_of(&ctl) == word {
+            ctl.probes_out = ctl.probes_out.saturating_sub(1);
+        }
     }
 
     fn open(
@@ -681,6 +687,8 @@ impl CircuitBreaker {
         // Relaxed: only the control lock's holder writes the word.
         let old = self.word.load(Ordering::Relaxed);
         ctl.generation += 1;
+        // The probes out belong to the generation that ends here.
+        ctl.probes_out = 0;
         let new = Self::word_of(ctl);
         let fresh = ctl.state == State::Closed;
         match &self.window {
@@ -737,7 +745,9 @@ impl CircuitBreaker {
 
     /// Closes the breaker by hand, from any state, and forgets its history:
     /// window, consecutive failures, the grown break, and the calls in
-    /// flight (their results will not count).
+    /// flight (their results will not count). Probes still out no longer
+    /// hold a slot: a probe that hangs cannot keep the next half-open round
+    /// from probing.
     pub fn reset(&self) {
         let mut pending = Pending::default();
         {
@@ -794,7 +804,8 @@ impl CircuitBreaker {
     }
 
     /// Like [`snapshot`](Self::snapshot), with a time window's expired
-    /// buckets dropped as of `now`.
+    /// buckets dropped as of `now`. It only reads: the window itself moves
+    /// with the calls alone, so a `now` ahead of them changes nothing.
     pub fn snapshot_at(&self, now: Instant) -> BreakerSnapshot {
         let window = match &self.window {
             Window::Count(w) => w.counts(),
@@ -860,11 +871,16 @@ impl CircuitBreaker {
         self.touched.swap(false, Ordering::Relaxed)
     }
 
-    /// Whether a registry may forget this breaker, which it alone holds:
-    /// only a closed breaker may go. One that is open, half-open or isolated
-    /// still has trips to remember (the grown break, the probes to come)
-    /// until it closes.
-    pub(crate) fn is_evictable(self: &Arc<Self>) -> bool {
+    /// Whether a registry may forget this breaker, which it alone holds.
+    ///
+    /// A closed breaker may go. So may an open one whose break has ended,
+    /// when the registry found it idle as of `idle_at` (`None`: not idle):
+    /// its key tripped and was never asked for again, and forgetting it
+    /// costs at most one unguarded call, where keeping it would hold a slot
+    /// for ever (an open breaker only moves on when a call arrives). A
+    /// half-open or isolated breaker stays: it has probes to judge, or was
+    /// opened by hand.
+    pub(crate) fn is_evictable(self: &Arc<Self>, idle_at: Option<Instant>) -> bool {
         // Calls in flight through a registry hold owned permits, each a
         // share of the `Arc`: a breaker anyone else holds stays.
         if Arc::strong_count(self) != 1 {
@@ -875,7 +891,15 @@ impl CircuitBreaker {
         // call's outcome. (Relaxed as `strong_count` reads it, that
         // decrement does not order anything by itself.)
         std::sync::atomic::fence(Ordering::Acquire);
-        self.state() == State::Closed
+        match self.state() {
+            State::Closed => true,
+            State::Open => idle_at.is_some_and(|now| {
+                // Cold (the registry's sweep): read the end of the break
+                // under the lock rather than from the ticks.
+                self.lock().open_until.is_none_or(|until| now >= until)
+            }),
+            State::HalfOpen | State::Isolated => false,
+        }
     }
 }
 
@@ -1037,7 +1061,7 @@ impl Drop for Permit<'_> {
     #[inline]
     fn drop(&mut self) {
         if Kind::of(self.word) == Kind::Probe {
-            self.breaker.release();
+            self.breaker.release(self.word);
         }
     }
 }

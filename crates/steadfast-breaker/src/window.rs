@@ -59,16 +59,48 @@ impl WindowCounts {
         self.failures <= self.calls && self.slow <= self.calls
     }
 
-    fn add(&mut self, failed: bool, slow: bool) {
+    /// Counts one more call, saturating (a half-open stage's results: a
+    /// stage may last long enough for 2^32 probes).
+    pub(crate) const fn add(&mut self, failed: bool, slow: bool) {
+        self.calls = self.calls.saturating_add(1);
+        self.failures = self.failures.saturating_add(failed as u32);
+        self.slow = self.slow.saturating_add(slow as u32);
+    }
+}
+
+/// [`WindowCounts`] as a time window keeps them: 64 bits, which no number of
+/// calls overflows (a time window's duration is not bounded, nor is the
+/// rate of calls), for the cost of 32-bit additions. They are read out
+/// saturated at `u32::MAX` ([`Tally::counts`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Tally {
+    calls: u64,
+    failures: u64,
+    slow: u64,
+}
+
+impl Tally {
+    #[inline]
+    const fn add(&mut self, failed: bool, slow: bool) {
         self.calls += 1;
-        self.failures += u32::from(failed);
-        self.slow += u32::from(slow);
+        self.failures += failed as u64;
+        self.slow += slow as u64;
     }
 
-    fn sub(&mut self, other: Self) {
+    const fn sub(&mut self, other: Self) {
         self.calls -= other.calls;
         self.failures -= other.failures;
         self.slow -= other.slow;
+    }
+
+    /// The counts, each saturated at `u32::MAX`.
+    pub(crate) fn counts(self) -> WindowCounts {
+        let sat = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+        WindowCounts {
+            calls: sat(self.calls),
+            failures: sat(self.failures),
+            slow: sat(self.slow),
+        }
     }
 }
 
@@ -394,7 +426,7 @@ pub(crate) struct TimeWindow {
     /// by two comparisons, without the division and the duration arithmetic
     /// that make an epoch.
     head_span: Option<HeadSpan>,
-    totals: WindowCounts,
+    totals: Tally,
     run: u32,
 }
 
@@ -408,7 +440,7 @@ struct HeadSpan {
 #[derive(Clone, Copy, Debug, Default)]
 struct Bucket {
     epoch: u64,
-    counts: WindowCounts,
+    counts: Tally,
 }
 
 impl TimeWindow {
@@ -422,7 +454,7 @@ impl TimeWindow {
             origin: None,
             head: 0,
             head_span: None,
-            totals: WindowCounts::default(),
+            totals: Tally::default(),
             run: 0,
         }
     }
@@ -449,7 +481,7 @@ impl TimeWindow {
             self.totals.sub(b.counts);
             *b = Bucket {
                 epoch: e,
-                counts: WindowCounts::default(),
+                counts: Tally::default(),
             };
         }
         self.head = epoch;
@@ -458,7 +490,7 @@ impl TimeWindow {
 
     /// Records one call at `now` and returns the counts including it.
     #[inline]
-    pub(crate) fn record(&mut self, now: Instant, failed: bool, slow: bool) -> WindowCounts {
+    pub(crate) fn record(&mut self, now: Instant, failed: bool, slow: bool) -> Tally {
         self.run = if failed {
             self.run.saturating_add(1)
         } else {
@@ -476,7 +508,7 @@ impl TimeWindow {
         self.record_by_epoch(now, failed, slow)
     }
 
-    fn record_by_epoch(&mut self, now: Instant, failed: bool, slow: bool) -> WindowCounts {
+    fn record_by_epoch(&mut self, now: Instant, failed: bool, slow: bool) -> Tally {
         let epoch = self.epoch(now);
         self.advance(epoch);
         if epoch + self.len() > self.head {
@@ -506,16 +538,34 @@ impl TimeWindow {
         })
     }
 
-    /// The counts as of `now`.
-    pub(crate) fn counts_at(&mut self, now: Instant) -> WindowCounts {
-        let epoch = self.epoch(now);
-        self.advance(epoch);
-        self.totals
+    /// The counts as of `now`, read only: the head does not move, so a
+    /// reading ahead of the calls (a snapshot's `now` later than theirs)
+    /// cannot make the calls that follow look late and drop them.
+    pub(crate) fn counts_at(&self, now: Instant) -> WindowCounts {
+        let Some(origin) = self.origin else {
+            return self.totals.counts(); // no call yet
+        };
+        let nanos =
+            u64::try_from(now.saturating_duration_since(origin).as_nanos()).unwrap_or(u64::MAX);
+        let epoch = nanos / self.bucket_nanos;
+        if epoch <= self.head {
+            return self.totals.counts();
+        }
+        // The buckets `advance(epoch)` would expire: those `len` epochs or
+        // more behind `epoch` (a slot's epoch is always within `len` of the
+        // head, or the slot is empty).
+        let mut counts = self.totals;
+        for b in &self.buckets {
+            if b.epoch.saturating_add(self.len()) <= epoch {
+                counts.sub(b.counts);
+            }
+        }
+        counts.counts()
     }
 
     /// The counts as of the latest call recorded.
-    pub(crate) const fn counts(&self) -> WindowCounts {
-        self.totals
+    pub(crate) fn counts(&self) -> WindowCounts {
+        self.totals.counts()
     }
 
     /// The current run of consecutive failures.
@@ -533,7 +583,7 @@ impl TimeWindow {
         self.origin = None;
         self.head = 0;
         self.head_span = None;
-        self.totals = WindowCounts::default();
+        self.totals = Tally::default();
         self.run = 0;
     }
 }
@@ -585,8 +635,12 @@ mod tests {
         fn time_window_matches_a_timestamped_model(
             buckets in 1u32..12,
             bucket_ms in 1u64..500,
-            // (time step in ms, possibly backwards for late reports; failed; slow)
-            calls in proptest::collection::vec((-800i64..1_500, any::<bool>(), any::<bool>()), 0..200),
+            // (time step in ms, possibly backwards for late reports; failed; slow;
+            // a reading of the counts that far ahead, after the call)
+            calls in proptest::collection::vec(
+                (-800i64..1_500, any::<bool>(), any::<bool>(), proptest::option::of(0u64..5_000)),
+                0..200,
+            ),
         ) {
             let start = Instant::now();
             let mut w = TimeWindow::new(Duration::from_millis(bucket_ms * u64::from(buckets)), buckets);
@@ -594,7 +648,18 @@ mod tests {
             let mut max_epoch: u64 = 0;
             let mut origin_t: Option<i64> = None;
             let mut events: Vec<(u64, bool, bool)> = Vec::new();
-            for &(step, failed, slow) in &calls {
+            let model = |events: &[(u64, bool, bool)], head: u64| {
+                let live: Vec<_> = events
+                    .iter()
+                    .filter(|e| e.0 + u64::from(buckets) > head)
+                    .collect();
+                WindowCounts {
+                    calls: live.len() as u32,
+                    failures: live.iter().filter(|e| e.1).count() as u32,
+                    slow: live.iter().filter(|e| e.2).count() as u32,
+                }
+            };
+            for &(step, failed, slow, peek) in &calls {
                 t = (t + step).max(0);
                 let now = start + Duration::from_millis(t as u64);
                 let got = w.record(now, failed, slow);
@@ -604,16 +669,17 @@ mod tests {
                 let epoch = (t.saturating_sub(origin).max(0) as u64) / bucket_ms;
                 max_epoch = max_epoch.max(epoch);
                 events.push((epoch, failed, slow));
-                let live: Vec<_> = events
-                    .iter()
-                    .filter(|e| e.0 + u64::from(buckets) > max_epoch)
-                    .collect();
-                let want = WindowCounts {
-                    calls: live.len() as u32,
-                    failures: live.iter().filter(|e| e.1).count() as u32,
-                    slow: live.iter().filter(|e| e.2).count() as u32,
-                };
-                prop_assert_eq!(got, want);
+                prop_assert_eq!(got.counts(), model(&events, max_epoch));
+                // Reading ahead sees the window as of then, and changes
+                // nothing: the model's head stays where the calls left it.
+                if let Some(ahead) = peek {
+                    let at = (t + ahead as i64 - origin).max(0) as u64;
+                    let head = max_epoch.max(at / bucket_ms);
+                    prop_assert_eq!(
+                        w.counts_at(now + Duration::from_millis(ahead)),
+                        model(&events, head)
+                    );
+                }
             }
         }
     }
@@ -635,8 +701,61 @@ mod tests {
             }
         );
         assert_eq!(w.counts_at(t0 + Duration::from_secs(11)).calls, 0);
+        // Reading ahead moved nothing: a call at 2 s still counts with the
+        // two before it.
+        assert_eq!(
+            w.record(t0 + Duration::from_secs(2), false, false)
+                .counts()
+                .calls,
+            3
+        );
         // A late report for an expired bucket is dropped.
-        assert_eq!(w.record(t0, true, false).calls, 0);
+        assert_eq!(
+            w.record(t0 + Duration::from_secs(11), false, false)
+                .counts()
+                .calls,
+            2
+        );
+        assert_eq!(w.record(t0, true, false).counts().calls, 2);
+    }
+
+    /// More calls in one window than a `u32` counts (a long window, a high
+    /// rate) neither panic nor wrap: they read as `u32::MAX`, and count
+    /// exactly again as they expire.
+    #[test]
+    fn a_time_window_past_u32_max_calls_saturates() {
+        let t0 = Instant::now();
+        let mut w = TimeWindow::new(Duration::from_secs(2), 2);
+        w.record(t0, false, false);
+        // As if 2^32 − 2 more calls had come in the first bucket.
+        let more = u64::from(u32::MAX) - 2;
+        w.buckets[0].counts.calls += more;
+        w.totals.calls += more;
+        assert_eq!(w.record(t0, true, false).counts().calls, u32::MAX);
+        let r = w.record(t0 + Duration::from_secs(1), true, true).counts();
+        assert_eq!((r.calls, r.failures, r.slow), (u32::MAX, 2, 1));
+        assert!(r.is_sane());
+        // The first bucket expires; the second's call remains.
+        let left = w.counts_at(t0 + Duration::from_secs(2));
+        assert_eq!((left.calls, left.failures, left.slow), (1, 1, 1));
+        assert_eq!(
+            w.record(t0 + Duration::from_secs(2), false, false)
+                .counts()
+                .calls,
+            2
+        );
+    }
+
+    /// A half-open stage's results saturate too.
+    #[test]
+    fn window_counts_saturate() {
+        let mut c = WindowCounts {
+            calls: u32::MAX,
+            failures: u32::MAX,
+            slow: 0,
+        };
+        c.add(true, true);
+        assert_eq!((c.calls, c.failures, c.slow), (u32::MAX, u32::MAX, 1));
     }
 
     #[test]

@@ -6,9 +6,12 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::num::NonZeroUsize;
 use steadfast_breaker::config::MIN_RATE;
+
 use steadfast_breaker::{
-    BreakerConfig, CircuitBreaker, ConfigError, HalfOpen, Reason, SlidingWindow, State,
+    BreakerConfig, BreakerRegistry, CircuitBreaker, ConfigError, HalfOpen, Reason, SlidingWindow,
+    State,
 };
 use steadfast_core::Outcome;
 use tokio::time::Instant;
@@ -277,4 +280,131 @@ fn rates_are_checked_when_a_call_fails() {
         matches!(reasons[..], [Reason::FailureRate { rate }] if (rate - 16.0 / 21.0).abs() < 1e-9),
         "{reasons:?}"
     );
+}
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// A registry of four keys, each tripped by one failure at `t0`.
+fn registry_of_tripped_keys(config: BreakerConfig, t0: Instant) -> BreakerRegistry {
+    let registry = BreakerRegistry::new(config).max_keys(NonZeroUsize::new(4).unwrap());
+    for i in 0..4 {
+        let breaker = registry
+            .get_or_create(&format!("origin-{i}"), || t0)
+            .unwrap();
+        fail(&breaker, t0);
+        assert_eq!(breaker.state(), State::Open);
+    }
+    registry
+}
+
+/// Keys that tripped and were never asked for again are forgotten once
+/// idle with their break over, instead of filling the registry for good
+/// (every new key then passed untracked).
+#[test]
+fn open_breakers_forgotten_after_their_break_leave_room() {
+    let t0 = Instant::now();
+    let config = BreakerConfig::builder()
+        .consecutive_failures(1)
+        .build()
+        .unwrap();
+    let registry = registry_of_tripped_keys(config, t0);
+    // The first sweep after their use only notes it.
+    assert_eq!(registry.evict_idle(t0 + DAY), 0);
+    let later = t0 + 2 * DAY;
+    assert!(registry.get_or_create("fresh", || later).is_some());
+    let snap = registry.snapshot();
+    assert_eq!((snap.keys, snap.evictions, snap.untracked), (1, 4, 0));
+}
+
+/// An open breaker stays while its break lasts, idle or not, and while a
+/// call holds it; a half-open one stays until its probe is judged.
+#[test]
+fn open_breakers_stay_while_their_break_lasts_or_a_call_holds_them() {
+    let t0 = Instant::now();
+    let config = BreakerConfig::builder()
+        .consecutive_failures(1)
+        .break_duration(3 * DAY)
+        .max_break_duration(3 * DAY)
+        .build()
+        .unwrap();
+    let registry = registry_of_tripped_keys(config, t0);
+    assert_eq!(registry.evict_idle(t0 + DAY), 0);
+    assert_eq!(registry.evict_idle(t0 + 2 * DAY), 0, "breaks still running");
+    assert!(registry.get_or_create("fresh", || t0 + 2 * DAY).is_none());
+
+    // After the break: one key is probing (half-open), one is held.
+    let after = t0 + 3 * DAY;
+    let probing = registry.get("origin-0").unwrap();
+    let probe = probing.clone().try_acquire_owned(after).unwrap();
+    assert!(probe.is_probe());
+    drop(probing);
+    let held = registry.get("origin-1").unwrap();
+    // Origins 2 and 3: idle, break over.
+    assert_eq!(registry.evict_idle(after), 2);
+    assert_eq!(registry.evict_idle(after + DAY), 0, "one probing, one held");
+    drop((probe, held));
+    // The probe dropped unjudged leaves origin 0 half-open; origin 1 goes.
+    assert_eq!(registry.evict_idle(after + 2 * DAY), 1);
+    assert!(registry.get("origin-0").is_some());
+    assert!(registry.get("origin-1").is_none());
+}
+
+/// A snapshot as of a later time reads the window without moving it: the
+/// calls that follow are not taken for late reports and dropped.
+#[test]
+fn a_snapshot_ahead_of_time_changes_nothing() {
+    let breaker = CircuitBreaker::new(
+        BreakerConfig::builder()
+            .window(SlidingWindow::time(Duration::from_secs(30)))
+            .minimum_calls(100)
+            .consecutive_failures(None)
+            .build()
+            .unwrap(),
+    );
+    let t0 = Instant::now();
+    fail(&breaker, t0);
+    assert_eq!(
+        breaker
+            .snapshot_at(t0 + Duration::from_secs(3600))
+            .window
+            .calls,
+        0
+    );
+    for _ in 0..50 {
+        fail(&breaker, t0);
+    }
+    assert_eq!(breaker.snapshot().window.calls, 51);
+    assert_eq!(breaker.snapshot_at(t0).window.failures, 51);
+}
+
+/// A probe that never returns holds no slot once a reset has abandoned its
+/// round: the next half-open round probes.
+#[test]
+fn a_hanging_probe_does_not_block_probing_after_a_reset() {
+    let breaker = CircuitBreaker::new(
+        BreakerConfig::builder()
+            .consecutive_failures(1)
+            .half_open(HalfOpen::probes(1))
+            .build()
+            .unwrap(),
+    );
+    let t0 = Instant::now();
+    fail(&breaker, t0);
+    let t1 = t0 + Duration::from_secs(5);
+    let hanging = breaker.try_acquire(t1).unwrap();
+    assert!(hanging.is_probe());
+    breaker.try_acquire(t1).unwrap_err();
+
+    breaker.reset();
+    fail(&breaker, t1);
+    let t2 = t1 + Duration::from_secs(5);
+    let probe = breaker.try_acquire(t2).expect("the new round probes");
+    assert!(probe.is_probe());
+    // Still one probe per round: no second one, and the old probe's drop
+    // does not free the new probe's slot.
+    breaker.try_acquire(t2).unwrap_err();
+    drop(hanging);
+    breaker.try_acquire(t2).unwrap_err();
+    probe.record(t2, Outcome::Success, NO_LATENCY);
+    assert_eq!(breaker.state(), State::Closed);
 }

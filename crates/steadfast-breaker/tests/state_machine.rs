@@ -218,13 +218,19 @@ impl Model {
             .as_nanos() as u64
     }
 
+    /// A new generation: probes of the old one hold no slot.
+    fn next_generation(&mut self) {
+        self.generation += 1;
+        self.probes_out = 0;
+    }
+
     fn open(&mut self, now_ns: u64) {
         self.trips += 1;
         self.state = MState::Open {
             until: now_ns + self.break_for(self.trips),
         };
         self.consecutive = 0;
-        self.generation += 1;
+        self.next_generation();
     }
 
     fn close(&mut self) {
@@ -232,7 +238,7 @@ impl Model {
         self.consecutive = 0;
         self.trips = 0;
         self.state = MState::Closed;
-        self.generation += 1;
+        self.next_generation();
     }
 
     /// Ok(probe?) or Err(retry_after in ns).
@@ -242,7 +248,7 @@ impl Model {
                 return Err(until - now_ns);
             }
             self.state = MState::HalfOpen { succeeded: 0 };
-            self.generation += 1;
+            self.next_generation();
         }
         match self.state {
             MState::Closed => Ok(MPermit {
@@ -264,11 +270,11 @@ impl Model {
 
     fn record(&mut self, p: MPermit, now_ns: u64, failed: bool, latency_ms: u64) {
         let slow = self.cfg.slow.is_some_and(|(ms, _)| latency_ms >= ms);
-        if p.probe {
-            self.probes_out -= 1;
-        }
         if p.generation != self.generation {
             return;
+        }
+        if p.probe {
+            self.probes_out -= 1;
         }
         match self.state {
             MState::Closed => {
@@ -309,7 +315,7 @@ impl Model {
     }
 
     fn cancel(&mut self, p: MPermit) {
-        if p.probe {
+        if p.probe && p.generation == self.generation {
             self.probes_out -= 1;
         }
     }
@@ -317,7 +323,7 @@ impl Model {
     fn isolate(&mut self) {
         if self.state != MState::Isolated {
             self.state = MState::Isolated;
-            self.generation += 1;
+            self.next_generation();
         }
     }
 
@@ -327,7 +333,7 @@ impl Model {
             self.consecutive = 0;
             self.trips = 0;
             // A new closed period: the calls in flight no longer count.
-            self.generation += 1;
+            self.next_generation();
         } else {
             self.close();
         }
@@ -415,7 +421,11 @@ proptest! {
             prop_assert_eq!(snap.state, model.public_state());
             prop_assert_eq!(snap.consecutive_failures, model.consecutive);
             prop_assert_eq!(snap.window, model.window());
-            let probes_held = held.iter().filter(|(p, _)| p.is_probe()).count() as u32;
+            // Probes of the current round; those of abandoned rounds hold no slot.
+            let probes_held = held
+                .iter()
+                .filter(|(p, m)| p.is_probe() && m.generation == model.generation)
+                .count() as u32;
             prop_assert_eq!(probes_held, model.probes_out);
             prop_assert!(probes_held <= cfg.probes, "{} probes out, limit {}", probes_held, cfg.probes);
         }
