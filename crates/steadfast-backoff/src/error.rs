@@ -245,8 +245,10 @@ impl fmt::Display for Human {
             if ms.is_multiple_of(1_000) {
                 write!(f, "{}s", ms / 1_000)
             } else {
+                // Rounded to the millisecond, which may make it whole
+                // (4.9996 s is "5s", not "5.s").
                 let text = format!("{:.3}", d.as_secs_f64());
-                write!(f, "{}s", text.trim_end_matches('0'))
+                write!(f, "{}s", text.trim_end_matches('0').trim_end_matches('.'))
             }
         } else if d.subsec_nanos().is_multiple_of(1_000_000) {
             write!(f, "{}ms", d.as_millis())
@@ -363,6 +365,8 @@ mod tests {
         assert_eq!(h(Duration::from_secs(120)), "120s");
         assert_eq!(h(Duration::from_nanos(4_997_581_143)), "4.998s");
         assert_eq!(h(Duration::from_millis(1_500)), "1.5s");
+        // Rounds to a whole second (what the tour printed as "5.s").
+        assert_eq!(h(Duration::from_micros(4_999_600)), "5s");
         assert_eq!(h(Duration::from_millis(250)), "250ms");
         assert_eq!(h(Duration::from_micros(1_500)), "1.5ms");
         assert_eq!(h(Duration::ZERO), "0ms");
