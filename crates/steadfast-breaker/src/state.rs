@@ -16,11 +16,11 @@
 //! - A permit carries the generation it was issued in. The result of a
 //!   call from an earlier generation (the breaker moved on while it was out)
 //!   is ignored, so a slow straggler can neither trip a breaker that already
-//!   reopened nor close one that is testing the water again. Nor does it
-//!   hold a probe slot: each half-open round counts only its own probes
-//!   against the limit (a new generation starts with none out), so a probe
-//!   that never returns cannot keep later rounds, or a reset breaker's
-//!   next round, from probing.
+//!   reopened nor close one that is testing the water again. A probe's
+//!   slot, though, is held until the probe returns or is dropped, whatever
+//!   round admitted it: probes in flight never exceed the limit. Only
+//!   [`CircuitBreaker::reset`] forgets the probes out, so that a probe that
+//!   never returns cannot keep a reset breaker from ever probing again.
 //! - "Ignored" holds however long the straggler was preempted between
 //!   checking its generation and writing: the count window only takes
 //!   writes through a gate tagged with the current closed period, which a
@@ -116,11 +116,15 @@ struct Control {
     /// The end of the break; set whenever the breaker opens (to a time after
     /// the opening: see [`saturating_add`]).
     open_until: Option<Instant>,
-    /// Probe calls of the current generation (half-open round) out: never
-    /// more than the mode allows. Zeroed by every new generation
-    /// ([`CircuitBreaker::publish`]); a probe of an earlier one, whose
-    /// result is ignored, holds no slot either.
+    /// Probe calls out, whatever round admitted them (a probe of an
+    /// abandoned round still occupies a slot until it returns, so there are
+    /// never more probes in flight than the mode allows), except those
+    /// issued before `forgotten_before`.
     probes_out: u32,
+    /// The generation of the last [`CircuitBreaker::reset`]: probes of
+    /// earlier generations were forgotten then, and free no slot when they
+    /// end.
+    forgotten_before: u64,
     probing: Probing,
 }
 
@@ -212,6 +216,7 @@ impl CircuitBreaker {
                 trips: 0,
                 open_until: None,
                 probes_out: 0,
+                forgotten_before: 0,
                 probing: Probing::default(),
             }),
             params,
@@ -567,10 +572,10 @@ impl CircuitBreaker {
         let mut pending = Pending::default();
         {
             let mut ctl = self.lock();
+            Self::free_probe_slot(&mut ctl, word);
             if Self::word_of(&ctl) != word {
-                return; // a probe of an abandoned round: no slot, its result moot
+                return; // a probe of an abandoned round: its slot is free, its result moot
             }
-            ctl.probes_out = ctl.probes_out.saturating_sub(1);
             match &self.config.half_open {
                 HalfOpen::Quick { probes } => {
                     if failed || slow {
@@ -615,11 +620,16 @@ impl CircuitBreaker {
     }
 
     /// A probe permit of generation `word` dropped without a result: free
-    /// its slot, if its round is still the current one.
+    /// its slot.
     #[cold]
     fn release(&self, word: u64) {
-        let mut ctl = self.lock();
-        if Self::word_of(&ctl) == word {
+        Self::free_probe_slot(&mut self.lock(), word);
+    }
+
+    /// A probe issued with `word` ended: its slot is free, unless a reset
+    /// forgot it already.
+    fn free_probe_slot(ctl: &mut Control, word: u64) {
+        if word >> 2 >= ctl.forgotten_before {
             ctl.probes_out = ctl.probes_out.saturating_sub(1);
         }
     }
@@ -687,8 +697,6 @@ impl CircuitBreaker {
         // Relaxed: only the control lock's holder writes the word.
         let old = self.word.load(Ordering::Relaxed);
         ctl.generation += 1;
-        // The probes out belong to the generation that ends here.
-        ctl.probes_out = 0;
         let new = Self::word_of(ctl);
         let fresh = ctl.state == State::Closed;
         match &self.window {
@@ -747,7 +755,8 @@ impl CircuitBreaker {
     /// window, consecutive failures, the grown break, and the calls in
     /// flight (their results will not count). Probes still out no longer
     /// hold a slot: a probe that hangs cannot keep the next half-open round
-    /// from probing.
+    /// from probing. (Short of a reset, a probe holds its slot until it
+    /// returns or is dropped: put the request's timeout inside the breaker.)
     pub fn reset(&self) {
         let mut pending = Pending::default();
         {
@@ -761,6 +770,10 @@ impl CircuitBreaker {
             } else {
                 pending.push(self.close(&mut ctl, Reason::Reset, window));
             }
+            // Forget the probes out: whatever they hang on, the next
+            // half-open round gets its slots.
+            ctl.probes_out = 0;
+            ctl.forgotten_before = ctl.generation;
         }
         self.emit(&pending);
     }

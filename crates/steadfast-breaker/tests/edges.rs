@@ -377,8 +377,8 @@ fn a_snapshot_ahead_of_time_changes_nothing() {
     assert_eq!(breaker.snapshot_at(t0).window.failures, 51);
 }
 
-/// A probe that never returns holds no slot once a reset has abandoned its
-/// round: the next half-open round probes.
+/// A probe that never returns holds no slot once a reset has forgotten it:
+/// the next half-open round probes.
 #[test]
 fn a_hanging_probe_does_not_block_probing_after_a_reset() {
     let breaker = CircuitBreaker::new(

@@ -162,6 +162,8 @@ struct Model {
     trips: u32,
     consecutive: u32,
     probes_out: u32,
+    /// Probes of generations before this one were forgotten by a reset.
+    forgotten_before: u64,
     /// (time ms, failed, slow) since the last clear.
     calls: Vec<(u64, bool, bool)>,
 }
@@ -181,6 +183,7 @@ impl Model {
             trips: 0,
             consecutive: 0,
             probes_out: 0,
+            forgotten_before: 0,
             calls: Vec::new(),
         }
     }
@@ -218,10 +221,15 @@ impl Model {
             .as_nanos() as u64
     }
 
-    /// A new generation: probes of the old one hold no slot.
+    /// A new generation: results of the old one no longer count (its
+    /// probes keep their slots until they end).
     fn next_generation(&mut self) {
         self.generation += 1;
-        self.probes_out = 0;
+    }
+
+    /// Whether a probe of `generation` holds a slot (a reset forgets them).
+    fn holds_slot(&self, generation: u64) -> bool {
+        generation >= self.forgotten_before
     }
 
     fn open(&mut self, now_ns: u64) {
@@ -270,11 +278,11 @@ impl Model {
 
     fn record(&mut self, p: MPermit, now_ns: u64, failed: bool, latency_ms: u64) {
         let slow = self.cfg.slow.is_some_and(|(ms, _)| latency_ms >= ms);
+        if p.probe && self.holds_slot(p.generation) {
+            self.probes_out -= 1;
+        }
         if p.generation != self.generation {
             return;
-        }
-        if p.probe {
-            self.probes_out -= 1;
         }
         match self.state {
             MState::Closed => {
@@ -315,7 +323,7 @@ impl Model {
     }
 
     fn cancel(&mut self, p: MPermit) {
-        if p.probe && p.generation == self.generation {
+        if p.probe && self.holds_slot(p.generation) {
             self.probes_out -= 1;
         }
     }
@@ -337,6 +345,8 @@ impl Model {
         } else {
             self.close();
         }
+        self.probes_out = 0;
+        self.forgotten_before = self.generation;
     }
 
     fn public_state(&self) -> State {
@@ -421,10 +431,10 @@ proptest! {
             prop_assert_eq!(snap.state, model.public_state());
             prop_assert_eq!(snap.consecutive_failures, model.consecutive);
             prop_assert_eq!(snap.window, model.window());
-            // Probes of the current round; those of abandoned rounds hold no slot.
+            // Probes out, of any round, except those a reset forgot.
             let probes_held = held
                 .iter()
-                .filter(|(p, m)| p.is_probe() && m.generation == model.generation)
+                .filter(|(p, m)| p.is_probe() && model.holds_slot(m.generation))
                 .count() as u32;
             prop_assert_eq!(probes_held, model.probes_out);
             prop_assert!(probes_held <= cfg.probes, "{} probes out, limit {}", probes_held, cfg.probes);
