@@ -312,10 +312,12 @@ impl Builder {
     }
 
     /// Idle pooled connections are closed after `timeout`; `None` keeps
-    /// them until the server closes them. Default
-    /// [`DEFAULT_POOL_IDLE_TIMEOUT`].
+    /// them until the server closes them, and so does a timeout of a
+    /// century or more (hyper-util's idle reaper would overflow on
+    /// `Duration::MAX`). Default [`DEFAULT_POOL_IDLE_TIMEOUT`].
     pub fn pool_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.config.pool_idle_timeout = timeout;
+        const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+        self.config.pool_idle_timeout = timeout.filter(|t| *t < FOREVER);
         self
     }
 
@@ -529,6 +531,14 @@ mod tests {
                 cfg!(feature = "http2")
             )
         );
+    }
+
+    #[test]
+    fn an_idle_timeout_of_a_century_or_more_keeps_connections() {
+        let b = Builder::new().pool_idle_timeout(Some(Duration::MAX));
+        assert_eq!(b.config.pool_idle_timeout, None);
+        let b = Builder::new().pool_idle_timeout(Some(Duration::from_secs(3_600)));
+        assert_eq!(b.config.pool_idle_timeout, Some(Duration::from_secs(3_600)));
     }
 
     #[test]

@@ -99,9 +99,13 @@ pub(crate) fn body(host: &Arc<HostState>, body: Incoming, held: Option<Held>) {
 /// response head came: drains the response, or drops the exchange (and
 /// with it, on HTTP/1, the connection) as without draining.
 pub(crate) fn head(host: &Arc<HostState>, response: ResponseFuture, held: Option<Held>) {
-    // HTTP/2 loses only the stream. Without a hold (no pool observer), the
-    // protocol shows with the head, and the drain stops there if it is 2.
-    let h2 = held.as_ref().is_some_and(|h| h.conn.h2);
+    // HTTP/2 loses only the stream. Without a hold (no pool observer), a
+    // host known to speak HTTP/2 says it; otherwise the protocol shows with
+    // the head, and the drain stops there if it is 2.
+    let h2 = held.as_ref().map_or_else(
+        || host.h2.load(std::sync::atomic::Ordering::Relaxed),
+        |h| h.conn.h2,
+    );
     if !h2 && let Some((config, runtime)) = drainer(host) {
         spawn(&runtime, host, config, Rest::Head(response), held);
         return;

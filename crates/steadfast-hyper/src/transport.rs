@@ -4,6 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, Uri};
@@ -13,7 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::capture_connection;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use steadfast_core::pool::PoolObserver;
-use steadfast_core::{BoxError, Deadline, Transport};
+use steadfast_core::{BoxError, Deadline, TimeoutPhase, Transport};
 use tokio::time::Instant;
 
 use crate::body::HyperBody;
@@ -194,8 +195,20 @@ impl Inner {
             Ok(host) => host,
             Err(e) => return ResponseFuture::failed(e),
         };
-        self.hosts.stats.requests.fetch_add(1, Ordering::Relaxed);
         let deadline = Deadline::of(&req).map(Deadline::instant);
+        // A deadline already past sends nothing: polled, hyper-util would
+        // queue the request to an idle connection before our timer looked.
+        if let Some(d) = deadline
+            && d <= Instant::now()
+        {
+            return ResponseFuture::failed(HyperError::timeout(
+                TimeoutPhase::Total,
+                &host.key,
+                Duration::ZERO,
+                false,
+            ));
+        }
+        self.hosts.stats.requests.fetch_add(1, Ordering::Relaxed);
         // With a pool observer, an HTTP/1 connection claims the request it
         // takes; an HTTP/2 one needs hyper-util's capture (see `request`).
         let observed = host.observer.is_some();

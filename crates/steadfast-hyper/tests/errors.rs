@@ -178,6 +178,29 @@ async fn pool_timeout_names_the_host_and_the_counts() {
     );
 }
 
+/// A request whose deadline has passed is not sent at all, even with an
+/// idle connection to hand: it could only time out, after the server saw it.
+#[tokio::test]
+async fn a_deadline_already_past_sends_nothing() {
+    let server = FaultServer::start().await;
+    let t = transport().build().unwrap();
+    t.send(get(&server.url("/echo"))).await.unwrap(); // an idle connection now
+    let before = server.stats().requests;
+    for past in [Duration::ZERO, Duration::from_millis(1)] {
+        let mut req = get(&server.url("/echo"));
+        Deadline::at(tokio::time::Instant::now() - past).apply(&mut req);
+        let err = t.send(req).await.unwrap_err();
+        assert_eq!(
+            err.kind(),
+            ErrorKind::Timeout(TimeoutPhase::Total),
+            "{err:?}"
+        );
+        assert!(!err.may_have_reached_server(), "never sent: safe to retry");
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(server.stats().requests, before, "the server saw nothing");
+}
+
 #[tokio::test]
 async fn the_request_deadline_cuts_every_wait_short() {
     let server = FaultServer::start().await;
