@@ -477,7 +477,9 @@ impl Builder {
 
     /// Uses `config` for TLS as it is, instead of building one from the
     /// root options above. ALPN protocols are set from the HTTP/2 options
-    /// when `config` leaves them empty.
+    /// when `config` leaves them empty; when HTTP/2 is off
+    /// ([`Builder::http1_only`], or no `http2` feature), `h2` is taken out
+    /// of the list `config` brings.
     #[cfg(feature = "rustls")]
     pub fn tls_config(mut self, config: rustls::ClientConfig) -> Self {
         self.tls.custom = Some(Arc::new(config));

@@ -78,6 +78,14 @@ pub(crate) fn build(opts: &TlsOptions, config: &Config) -> Result<Tls, BuildErro
         let mut c = (**custom).clone();
         if c.alpn_protocols.is_empty() {
             c.alpn_protocols = alpn;
+        } else if !config.http2_alpn && !config.http2_prior_knowledge {
+            // HTTP/2 is off (`http1_only`, or built without the `http2`
+            // feature, where an h2 connection would panic in hyper-util):
+            // the config's own list must not offer it.
+            c.alpn_protocols.retain(|p| p.as_slice() != b"h2");
+            if c.alpn_protocols.is_empty() {
+                c.alpn_protocols = alpn;
+            }
         }
         return Ok(Tls {
             connector: TlsConnector::from(Arc::new(c)),

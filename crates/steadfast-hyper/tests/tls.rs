@@ -95,6 +95,35 @@ async fn http1_only_keeps_http1_even_when_the_server_offers_h2() {
     assert_eq!(res.version(), http::Version::HTTP_11);
 }
 
+/// A custom TLS config that offers `h2` itself does not override
+/// `http1_only` (without the `http2` feature, an h2 connection would panic
+/// inside hyper-util).
+#[cfg(feature = "http2")]
+#[tokio::test]
+async fn http1_only_takes_h2_out_of_a_custom_configs_alpn() {
+    let pki = pki();
+    let addr = server(&pki, &[b"h2", b"http/1.1"], Mode::Serve).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca.clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut custom = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    custom.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let t = HyperTransport::builder()
+        .tls_config(custom)
+        .http1_only()
+        .build()
+        .unwrap();
+    let res = t
+        .send(get(&format!("https://localhost:{}/", addr.port())))
+        .await
+        .unwrap();
+    assert_eq!(res.version(), http::Version::HTTP_11);
+}
+
 #[cfg(feature = "http2")]
 #[tokio::test]
 async fn h2c_prior_knowledge_against_the_fault_server() {
