@@ -80,7 +80,7 @@ impl Shared {
             // hyper-util always passes `scheme://authority`; stay typed if that ever changes.
             return Err(HyperError::new(
                 ErrorKind::InvalidRequest,
-                &dst.to_string(),
+                dst.path(),
                 false,
                 Some("the URI has no scheme or no host".into()),
             ));

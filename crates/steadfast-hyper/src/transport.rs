@@ -227,10 +227,12 @@ impl Inner {
     /// The host state for `uri`, or why the request cannot be sent.
     fn host_of(&self, uri: &Uri) -> Result<Arc<HostState>, HyperError> {
         let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
-            let shown = uri.authority().map_or_else(
-                || uri.to_string(),
-                |a| without_userinfo(a.as_str()).to_owned(),
-            );
+            // The path alone: a query may carry credentials (`?api_key=`),
+            // and the error goes to logs.
+            let shown = uri
+                .authority()
+                .map_or_else(|| uri.path(), |a| without_userinfo(a.as_str()))
+                .to_owned();
             return Err(HyperError::new(
                 ErrorKind::InvalidRequest,
                 &shown,

@@ -300,8 +300,15 @@ async fn refused_connections_are_connect_errors_that_never_reached_the_server() 
 #[tokio::test]
 async fn bad_requests_are_refused_before_anything_happens() {
     let t = transport().build().unwrap();
-    let err = t.send(get("/relative/path")).await.unwrap_err();
+    let err = t
+        .send(get("/relative/path?api_key=secret"))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidRequest);
+    assert!(
+        !format!("{err} {err:?}").contains("secret"),
+        "a query can carry credentials: {err:?}"
+    );
     let err = t.send(get("ftp://example.test/")).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidRequest);
     assert!(!err.may_have_reached_server());
