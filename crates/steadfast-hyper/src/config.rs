@@ -332,6 +332,12 @@ impl Builder {
     /// idle together. Default [`DEFAULT_MAX_CONNECTIONS_PER_HOST`]. A slot
     /// is freed when its connection closes, whatever happened to the
     /// request that opened it.
+    ///
+    /// URLs with userinfo (`http://alice@api/`) count apart from the same
+    /// host without it, or with another user, as hyper-util pools them
+    /// apart: they never share a connection, so one user's idle
+    /// connections must not hold the slots another's requests need. Their
+    /// pool events go to the same `scheme://host:port` key.
     pub fn max_connections_per_host(mut self, max: usize) -> Self {
         self.config.max_connections_per_host = max;
         self
