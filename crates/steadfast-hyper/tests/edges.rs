@@ -332,3 +332,27 @@ async fn a_connection_the_server_closes_gives_its_slot_back() {
     assert_eq!(read_all(res.into_body()).await.unwrap(), "ok");
     assert_eq!(t.snapshot().connections_opened, 2);
 }
+
+/// A server that accepts and hangs up at once fails the HTTP/2 handshake
+/// (h2c prior knowledge): a connection failure, retryable, never the
+/// caller's fault.
+#[cfg(feature = "http2")]
+#[tokio::test]
+async fn a_failed_http2_handshake_is_a_connection_error() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            drop(stream);
+        }
+    });
+    let t = HyperTransport::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let err = t.send(get(&format!("http://{addr}/"))).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Connect, "{err:?}");
+        assert!(!err.may_have_reached_server(), "{err:?}");
+    }
+}
