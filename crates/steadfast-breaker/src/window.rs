@@ -461,6 +461,11 @@ impl TimeWindow {
 
     fn epoch(&mut self, now: Instant) -> u64 {
         let origin = *self.origin.get_or_insert(now);
+        self.epoch_since(origin, now)
+    }
+
+    /// The epoch of `now`, counted in buckets from `origin`.
+    fn epoch_since(&self, origin: Instant, now: Instant) -> u64 {
         let nanos =
             u64::try_from(now.saturating_duration_since(origin).as_nanos()).unwrap_or(u64::MAX);
         nanos / self.bucket_nanos
@@ -545,9 +550,7 @@ impl TimeWindow {
         let Some(origin) = self.origin else {
             return self.totals.counts(); // no call yet
         };
-        let nanos =
-            u64::try_from(now.saturating_duration_since(origin).as_nanos()).unwrap_or(u64::MAX);
-        let epoch = nanos / self.bucket_nanos;
+        let epoch = self.epoch_since(origin, now);
         if epoch <= self.head {
             return self.totals.counts();
         }
