@@ -629,7 +629,7 @@ impl CircuitBreaker {
     /// A probe issued with `word` ended: its slot is free, unless a reset
     /// forgot it already.
     fn free_probe_slot(ctl: &mut Control, word: u64) {
-        if word >> 2 >= ctl.forgotten_before {
+        if Self::generation_of(word) >= ctl.forgotten_before {
             ctl.probes_out = ctl.probes_out.saturating_sub(1);
         }
     }
@@ -728,6 +728,11 @@ impl CircuitBreaker {
 
     const fn word_of(ctl: &Control) -> u64 {
         (ctl.generation << 2) | ctl.state.bits()
+    }
+
+    /// The generation a word (see [`CircuitBreaker::word_of`]) was made in.
+    const fn generation_of(word: u64) -> u64 {
+        word >> 2
     }
 
     /// Opens the breaker by hand: every call is refused with
