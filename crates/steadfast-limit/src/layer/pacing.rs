@@ -160,6 +160,16 @@ async fn hold<K: Hash + Eq + Clone + Sync>(
             pacer.unwait(slot, now);
             return Held::Void;
         }
+        if now >= slot.start() {
+            return Held::Go;
+        }
+        // Still before the slot, after a wake-up by news that left it
+        // standing (another key's, or this key's for other slots), or,
+        // behind a probe, by the deadline.
+        if limit.is_some_and(|l| now >= l) {
+            pacer.unwait(slot, now);
+            return Held::Deadline(now);
+        }
         // Behind a probe the slot's start is only a bound: the deadline
         // may come first.
         let until = if slot.held() {
@@ -176,21 +186,6 @@ async fn hold<K: Hash + Eq + Clone + Sync>(
             }
         })
         .await;
-        let now = pacer.nanos_since_epoch(Instant::now());
-        if !pacer.is_current_at(key, slot, now) {
-            pacer.unwait(slot, now);
-            return Held::Void;
-        }
-        if now >= slot.start() {
-            return Held::Go;
-        }
-        // Woken early: by news that left this slot standing (another
-        // key's, or this key's for other slots), or behind a probe, by the
-        // deadline.
-        if limit.is_some_and(|l| now >= l) {
-            pacer.unwait(slot, now);
-            return Held::Deadline(now);
-        }
     }
 }
 
