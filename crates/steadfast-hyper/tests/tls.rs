@@ -13,6 +13,11 @@ use steadfast_core::{ErrorClass, TimeoutPhase, Transport};
 use steadfast_hyper::ConnectionInfo;
 use steadfast_hyper::{ErrorKind, HyperTransport};
 
+/// The test server's URL, by the name its certificate holds.
+fn localhost(addr: std::net::SocketAddr) -> String {
+    format!("https://localhost:{}/", addr.port())
+}
+
 #[tokio::test]
 async fn https_with_a_custom_root_over_http1() {
     let pki = pki();
@@ -40,7 +45,7 @@ async fn alpn_negotiates_http2_and_multiplexes_one_connection() {
         .add_root_certificate(pki.ca.clone())
         .build()
         .unwrap();
-    let url = format!("https://localhost:{}/", addr.port());
+    let url = localhost(addr);
     let tasks: Vec<_> = (0..20)
         .map(|_| {
             let t = t.clone();
@@ -88,10 +93,7 @@ async fn http1_only_keeps_http1_even_when_the_server_offers_h2() {
         .http1_only()
         .build()
         .unwrap();
-    let res = t
-        .send(get(&format!("https://localhost:{}/", addr.port())))
-        .await
-        .unwrap();
+    let res = t.send(get(&localhost(addr))).await.unwrap();
     assert_eq!(res.version(), http::Version::HTTP_11);
 }
 
@@ -117,10 +119,7 @@ async fn http1_only_takes_h2_out_of_a_custom_configs_alpn() {
         .http1_only()
         .build()
         .unwrap();
-    let res = t
-        .send(get(&format!("https://localhost:{}/", addr.port())))
-        .await
-        .unwrap();
+    let res = t.send(get(&localhost(addr))).await.unwrap();
     assert_eq!(res.version(), http::Version::HTTP_11);
 }
 
@@ -175,10 +174,7 @@ async fn an_untrusted_certificate_is_a_tls_error() {
         .add_root_certificate(other.ca)
         .build()
         .unwrap();
-    let err = t
-        .send(get(&format!("https://localhost:{}/", addr.port())))
-        .await
-        .unwrap_err();
+    let err = t.send(get(&localhost(addr))).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Tls, "{err:?}");
     assert!(!err.may_have_reached_server());
     assert_eq!(ErrorClass::of(&err), ErrorClass::Connect);
@@ -195,10 +191,7 @@ async fn a_stalled_handshake_is_a_connect_timeout() {
         .connect_timeout(Duration::from_millis(200))
         .build()
         .unwrap();
-    let err = t
-        .send(get(&format!("https://localhost:{}/", addr.port())))
-        .await
-        .unwrap_err();
+    let err = t.send(get(&localhost(addr))).await.unwrap_err();
     assert_eq!(
         err.kind(),
         ErrorKind::Timeout(TimeoutPhase::Connect),
@@ -213,10 +206,7 @@ async fn without_any_root_https_fails_with_a_clear_tls_error() {
     let pki = pki();
     let addr = server(&pki, &[b"http/1.1"], Mode::Serve).await;
     let t = HyperTransport::builder().build().unwrap();
-    let err = t
-        .send(get(&format!("https://localhost:{}/", addr.port())))
-        .await
-        .unwrap_err();
+    let err = t.send(get(&localhost(addr))).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Tls);
     let mut chain = Vec::new();
     let mut cur: Option<&dyn std::error::Error> = Some(&err);
@@ -236,10 +226,7 @@ async fn webpki_roots_alone_do_not_trust_a_private_ca() {
     let pki = pki();
     let addr = server(&pki, &[b"http/1.1"], Mode::Serve).await;
     let t = HyperTransport::builder().build().unwrap();
-    let err = t
-        .send(get(&format!("https://localhost:{}/", addr.port())))
-        .await
-        .unwrap_err();
+    let err = t.send(get(&localhost(addr))).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Tls, "{err:?}");
 }
 
@@ -284,7 +271,7 @@ async fn a_capped_http2_host_serves_every_request_over_one_connection() {
         .pool_acquire_timeout(Duration::from_millis(300))
         .build()
         .unwrap();
-    let url = format!("https://localhost:{}/", addr.port());
+    let url = localhost(addr);
     let tasks: Vec<_> = (0..20)
         .map(|_| {
             let (t, url) = (t.clone(), url.clone());
