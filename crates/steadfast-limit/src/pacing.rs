@@ -24,6 +24,14 @@
 //! times. Pacing info expires at the announced reset; with no fresh signal
 //! the key is unpaced again.
 //!
+//! A tighter pace (others share the quota, or the server cut it) spaces
+//! the next slot from the last one handed out by the new interval. Slots
+//! already booked ahead under the old pace are voided, and their holders
+//! book again under the new one, when keeping them would spend at least
+//! one request more than the server says is left; a pace that only
+//! jitters (a reset rounded to another second) leaves them be. A looser
+//! pace leaves booked slots be too: it only spaces the ones that follow.
+//!
 //! # After a pause
 //!
 //! A new pause voids every slot handed out before it: their holders
@@ -214,6 +222,36 @@ impl PaceState {
         }
     }
 
+    /// The server's pace tightened from `old` to `new` at `now` (others
+    /// share its quota, or it cut it): the next slot follows the last one
+    /// handed out by `new`, not `old`. Slots booked ahead of `now` under
+    /// `old` are voided, so their holders book again under `new`, when
+    /// keeping them would spend at least one request more than the
+    /// server has left: `booked` slots at `old` apart cover what
+    /// `booked * old / new` slots at `new` apart do. A slight tightening
+    /// (the same quota, its reset rounded to another second) keeps them,
+    /// so a server whose pace jitters does not wake every held request on
+    /// every response.
+    const fn tighten(&mut self, now: u64, old: u64, new: u64) {
+        // `next_slot` is one `old` interval past the last slot handed out.
+        let last = self.next_slot.saturating_sub(old);
+        let booked = if last > now {
+            (last - now).div_ceil(old)
+        } else {
+            0
+        };
+        if booked.saturating_mul(new - old) >= new {
+            self.void_slots();
+            // Counted from the last slot that started (as far as the
+            // spacing tells), as if the booked ones had not been.
+            self.next_slot = last
+                .saturating_sub(booked.saturating_mul(old))
+                .saturating_add(new);
+        } else {
+            self.next_slot = last.saturating_add(new);
+        }
+    }
+
     const fn void_slots(&mut self) {
         self.generation = self.generation.wrapping_add(1);
     }
@@ -247,7 +285,13 @@ impl PaceState {
         if let Some(rl) = rate_limit.filter(|rl| rl.remaining() > 0) {
             let reset = nanos(rl.reset().min(config.max_pause));
             // Rounded up: r slots never fit in less than the reset.
-            self.interval = reset.div_ceil(rl.remaining());
+            let interval = reset.div_ceil(rl.remaining());
+            if let Some(old) = self.interval(now)
+                && interval > old
+            {
+                self.tighten(now, old, interval);
+            }
+            self.interval = interval;
             self.valid_until = now.saturating_add(reset);
         }
         let until = pause.map(|p| now.saturating_add(nanos(p)));
@@ -693,6 +737,56 @@ mod tests {
         let before = p;
         p.release(&slots[3]);
         assert_eq!(p, before);
+    }
+
+    #[test]
+    fn a_tighter_pace_respaces_the_slots_booked_ahead() {
+        let c = PacingConfig::default();
+        let mut p = PaceState::default();
+        p.observe(0, 200, None, Some(&rl(10, 10)), &c); // one per second
+        let slots: Vec<Slot> = (0..5).map(|_| p.reserve(0, None).unwrap()).collect();
+        assert_eq!(slots[4].start(), 4 * S);
+        // Others share the quota: 2 left in 10 s, one per 5 s. Kept, the
+        // four slots booked ahead would spend four requests where the
+        // server has room for one more before 5 s: their holders book again.
+        p.observe(S / 2, 200, None, Some(&rl(2, 10)), &c);
+        // The first one went at 0 s.
+        for slot in &slots[1..] {
+            assert!(!p.is_current(slot, S / 2));
+        }
+        let starts: Vec<u64> = (0..4)
+            .map(|_| p.reserve(S / 2, None).unwrap().start())
+            .collect();
+        assert_eq!(starts, [5 * S, 10 * S, 15 * S, 20 * S]);
+        // Releasing a voided slot gives nothing back.
+        p.release(&slots[4]);
+        assert_eq!(p.reserve(S / 2, None).unwrap().start(), 25 * S);
+    }
+
+    #[test]
+    fn a_slightly_tighter_pace_keeps_the_slots_and_spaces_the_next() {
+        let c = PacingConfig::default();
+        let mut p = PaceState::default();
+        p.observe(0, 200, None, Some(&rl(10, 10)), &c); // one per second
+        let slots: Vec<Slot> = (0..3).map(|_| p.reserve(0, None).unwrap()).collect();
+        // 10 % slower: two slots booked ahead overspend by 0.2 of a request.
+        p.observe(S / 2, 200, None, Some(&rl(10, 11)), &c);
+        for slot in &slots {
+            assert!(p.is_current(slot, S / 2));
+        }
+        let next = p.reserve(S / 2, None).unwrap().start();
+        assert_eq!(
+            next,
+            2 * S + 11 * S / 10,
+            "the new spacing from the last slot"
+        );
+        // A looser pace keeps every slot, and its spacing starts after them.
+        let mut q = PaceState::default();
+        q.observe(0, 200, None, Some(&rl(2, 10)), &c); // one per 5 s
+        let slots: Vec<Slot> = (0..3).map(|_| q.reserve(0, None).unwrap()).collect();
+        q.observe(S, 200, None, Some(&rl(10, 10)), &c);
+        assert!(slots.iter().all(|s| q.is_current(s, S)));
+        assert_eq!(q.reserve(S, None).unwrap().start(), 15 * S);
     }
 
     #[test]

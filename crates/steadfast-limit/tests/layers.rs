@@ -409,6 +409,28 @@ async fn a_pause_wakes_requests_booked_far_out_under_the_old_pace() {
     assert_eq!(sent_at(&mock, t0), [0, 0, 2000, 2100, 2200]);
 }
 
+/// Slots booked under one request a second; then the server says two are
+/// left for the next 10 s (other clients share the quota). The requests
+/// holding slots at 1, 2 and 3 s book again, 5 s apart, instead of
+/// spending three requests the server no longer has.
+#[tokio::test(start_paused = true)]
+async fn a_tighter_pace_respaces_the_requests_it_finds_booked() {
+    let mock = MockTransport::new();
+    mock.on(Route::any())
+        .reply_once(Reply::status(200).header("ratelimit", r#""a";r=10;t=10"#))
+        .reply(
+            Reply::status(200)
+                .header("ratelimit", r#""a";r=2;t=10"#)
+                .delay(ms(10)),
+        );
+    let client = mock.clone().with(PacingLayer::new(PacingConfig::default()));
+    let t0 = Instant::now();
+    client.send(get("https://api.test/")).await.unwrap(); // one per second from now
+    let results = send_together(&client, "https://api.test/", 4).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(sent_at(&mock, t0), [0, 0, 5000, 10_000, 15_000]);
+}
+
 /// A pause with no pace known: one request (the probe) goes when it ends;
 /// the others wait for its answer and follow the pace it brings.
 #[tokio::test(start_paused = true)]
