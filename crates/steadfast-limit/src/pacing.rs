@@ -22,7 +22,10 @@
 //! like a GCRA with a burst of one whose rate is re-set by every response,
 //! so ten concurrent requests get ten consecutive slots, not one slot ten
 //! times. Pacing info expires at the announced reset; with no fresh signal
-//! the key is unpaced again.
+//! the key is unpaced again. Slots booked past the reset keep their times
+//! (their requests were spaced under the pace, and letting them all go at
+//! the reset would be a burst into an unknown quota), so a request that
+//! arrives after the reset, unpaced, may go before them.
 //!
 //! A tighter pace (others share the quota, or the server cut it) spaces
 //! the next slot from the last one handed out by the new interval. Slots
