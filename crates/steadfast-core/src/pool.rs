@@ -32,7 +32,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Identifies one connection for its whole life. Unique per transport.
+/// Identifies one connection for its whole life. Unique among the
+/// connections an observer hears of: an observer shared by several
+/// transports tells their connections apart by id alone, so a transport
+/// should number its connections for the whole process (steadfast-hyper
+/// does), not from one for each instance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnectionId(pub u64);
 

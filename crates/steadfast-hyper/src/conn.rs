@@ -35,13 +35,15 @@ pub(crate) struct Stats {
     pub(crate) drains_started: AtomicU64,
     pub(crate) drains_succeeded: AtomicU64,
     pub(crate) drains_abandoned: AtomicU64,
-    next_connection: AtomicU64,
 }
 
-impl Stats {
-    pub(crate) fn next_connection_id(&self) -> ConnectionId {
-        ConnectionId(self.next_connection.fetch_add(1, Ordering::Relaxed) + 1)
-    }
+/// Connection ids are numbered for the whole process, not per transport:
+/// transports that share one pool observer (one `PoolStats` for a
+/// client's several transports) must not report two connections as one.
+static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
+
+fn next_connection_id() -> ConnectionId {
+    ConnectionId(NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Everything kept per pool key (`scheme://host:port`).
@@ -470,7 +472,7 @@ impl Conn {
         permit: OwnedSemaphorePermit,
         h2: bool,
     ) -> Self {
-        let id = host.stats.next_connection_id();
+        let id = next_connection_id();
         host.open.fetch_add(1, Ordering::Relaxed);
         host.stats
             .connections_opened

@@ -32,6 +32,12 @@ pub enum WatchdogError {
         "the watchdog interval must be greater than zero (try a quarter of the leak threshold)"
     )]
     ZeroInterval,
+    /// The scan interval was longer than [`MAX_WATCHDOG_INTERVAL`] (its
+    /// ticks could not be scheduled on the clock).
+    ///
+    /// [`MAX_WATCHDOG_INTERVAL`]: crate::MAX_WATCHDOG_INTERVAL
+    #[error("the watchdog interval must be at most a year (try a quarter of the leak threshold)")]
+    IntervalTooLong,
     /// `spawn_watchdog` was called outside a Tokio runtime.
     #[error(
         "spawn_watchdog must be called from within a Tokio runtime (or call LeakDetector::check from your own task)"

@@ -44,7 +44,8 @@
 //!
 //! Histograms are published as the change in each bucket since the last
 //! export, each observation standing at its bucket's midpoint (within 12.5 %
-//! of its true value). Use one exporter per [`PoolStats`](crate::PoolStats).
+//! of its true value for durations; for requests per connection, whose
+//! buckets are powers of two, within a third). Use one exporter per [`PoolStats`](crate::PoolStats).
 //!
 //! `http.client.request.duration` is not published here: the pool sees the
 //! wait for a connection and the time it was held, not the request. The

@@ -257,20 +257,22 @@ impl<T: HistogramValue> HistogramSnapshot<T> {
         let q = if q.is_nan() { 0.5 } else { q.clamp(0.0, 1.0) };
         // Rank of the wanted observation, 1-based.
         let rank = ((q * self.count as f64).ceil() as u64).clamp(1, self.count);
-        let mut seen = 0;
+        let mut seen: u64 = 0;
         for bucket in &self.buckets {
-            if seen + bucket.count >= rank {
+            // Saturating throughout: a deserialized snapshot may hold
+            // anything, and an estimate must not panic on it.
+            if seen.saturating_add(bucket.count) >= rank {
                 let (lower, upper) = (bucket.lower.to_raw(), bucket.upper.to_raw());
                 if upper == u64::MAX {
                     // The overflow bucket has no meaningful width.
                     return Some(bucket.lower);
                 }
                 let fraction = (rank - seen) as f64 / bucket.count as f64;
-                let width = (upper - lower + 1) as f64;
-                let raw = lower + (width * fraction) as u64;
+                let width = upper.saturating_sub(lower).saturating_add(1) as f64;
+                let raw = lower.saturating_add((width * fraction) as u64);
                 return Some(T::from_raw(raw.min(upper)));
             }
-            seen += bucket.count;
+            seen = seen.saturating_add(bucket.count);
         }
         self.buckets.last().map(|b| b.upper)
     }
@@ -295,7 +297,7 @@ pub(crate) fn midpoint(lower: u64, upper: u64) -> u64 {
     if upper == u64::MAX {
         lower
     } else {
-        lower + (upper - lower) / 2
+        lower + upper.saturating_sub(lower) / 2
     }
 }
 
@@ -331,6 +333,30 @@ mod tests {
         assert_eq!(l.index(2), 2);
         assert_eq!(l.index(3), 2);
         assert_eq!(l.bounds(3), (4, 7));
+    }
+
+    proptest! {
+        /// Snapshots have public fields and deserialize from anything: the
+        /// estimates never panic on one that no histogram produced.
+        #[test]
+        fn estimates_of_any_snapshot_do_not_panic(
+            count in any::<u64>(),
+            buckets in proptest::collection::vec((any::<u64>(), any::<u64>(), any::<u64>()), 0..5),
+            q in any::<f64>(),
+        ) {
+            let s = HistogramSnapshot::<u64> {
+                count,
+                p50: 0,
+                p90: 0,
+                p99: 0,
+                max: 0,
+                buckets: buckets
+                    .into_iter()
+                    .map(|(lower, upper, count)| Bucket { lower, upper, count })
+                    .collect(),
+            };
+            let _ = (s.quantile(q), s.mean());
+        }
     }
 
     #[test]

@@ -11,14 +11,15 @@
 //!   connection that stays busy because short requests keep coming is not
 //!   a leak, one stream held past the threshold on it is.
 //! - **stuck**: a host whose requests in flight stayed above zero for a
-//!   whole quiescence period during which no request started. Busy hosts
-//!   are never stuck (a new request restarts the period), so this only
+//!   whole quiescence period during which no request started or took a
+//!   connection. Busy hosts are never stuck (a new request, or one that
+//!   waited and got its connection, restarts the period), so this only
 //!   fires when the client has gone quiet and requests are still out: the
 //!   signature of a leak. Works without per-connection tracking.
 //!
 //! The two agree by default ([`DEFAULT_QUIESCENCE`] equals
-//! [`DEFAULT_LEAK_THRESHOLD`]): a stuck host's requests all started before
-//! its quiet period, so a quiescence shorter than the threshold would call
+//! [`DEFAULT_LEAK_THRESHOLD`]): a stuck host's requests all took their
+//! connections before its quiet period, so a quiescence shorter than the threshold would call
 //! a lone slow download "stuck" while the held check still deems its age
 //! fine. Keep `quiescence >= threshold` unless you track no connections.
 //!
@@ -86,11 +87,17 @@ struct State {
 }
 
 /// What the stuck check remembers of a host between checks.
+#[derive(Clone, Copy)]
 struct Quiet {
     last_started: u64,
+    last_acquired: u64,
     since: Instant,
     reported: bool,
 }
+
+/// The longest interval [`LeakDetector::spawn_watchdog`] accepts: a year.
+/// A tick further out could fall past the end of the clock's range.
+pub const MAX_WATCHDOG_INTERVAL: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 impl LeakDetector {
     /// A detector with the default threshold and quiescence period.
@@ -141,6 +148,9 @@ impl LeakDetector {
     pub fn spawn_watchdog(&self, interval: Duration) -> Result<JoinHandle<()>, WatchdogError> {
         if interval.is_zero() {
             return Err(WatchdogError::ZeroInterval);
+        }
+        if interval > MAX_WATCHDOG_INTERVAL {
+            return Err(WatchdogError::IntervalTooLong);
         }
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| WatchdogError::NoRuntime)?;
@@ -206,19 +216,20 @@ impl State {
 
             // In use first, then the activity counter: an acquire in between
             // shows up as activity and restarts the quiet period.
-            let in_use = host.in_flight();
+            let (in_use, acquired) = host.holding();
             let started = host.acquires_started();
-            let state = quiet.entry(host.key_arc().clone()).or_insert(Quiet {
+            let fresh = Quiet {
                 last_started: started,
+                last_acquired: acquired,
                 since: now,
                 reported: false,
-            });
-            if started != state.last_started || in_use == 0 {
-                *state = Quiet {
-                    last_started: started,
-                    since: now,
-                    reported: false,
-                };
+            };
+            let state = quiet.entry(host.key_arc().clone()).or_insert(fresh);
+            // A request that waited for its connection since before the
+            // period and took it during the period restarts it too: its
+            // hold is younger than the period.
+            if started != state.last_started || acquired != state.last_acquired || in_use == 0 {
+                *state = fresh;
                 continue;
             }
             let quiet_for = now.saturating_duration_since(state.since);

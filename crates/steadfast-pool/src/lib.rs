@@ -20,7 +20,7 @@ pub use error::{ConfigError, WatchdogError};
 #[cfg(feature = "metrics")]
 pub use export::MetricsExporter;
 pub use histogram::{Bucket, HistogramSnapshot, HistogramValue};
-pub use leak::{HeldConnection, LeakDetector, LeakReport, StuckHost};
+pub use leak::{HeldConnection, LeakDetector, LeakReport, MAX_WATCHDOG_INTERVAL, StuckHost};
 pub use snapshot::{HostSnapshot, PoolSnapshot};
 pub use stats::{HostStats, PoolStats};
 /// The hook traits, re-exported from `steadfast_core::pool`.

@@ -82,8 +82,8 @@ pub struct HostSnapshot {
     pub cancelled_total: u64,
     /// Requests that gave their connection back.
     pub released_total: u64,
-    /// Connections the leak detector found in use past its threshold
-    /// (each busy period counted once).
+    /// Requests the leak detector found holding their connection past its
+    /// threshold (each held request counted once).
     pub held_too_long_total: u64,
     /// Times the leak detector found this host stuck: requests in use
     /// through a whole quiescence period with no new request.

@@ -240,9 +240,10 @@ impl HostStats {
     }
 
     /// Requests holding a connection now.
-    pub(crate) fn in_flight(&self) -> u64 {
+    pub(crate) fn holding(&self) -> (u64, u64) {
         let reading = self.read();
-        reading.acquired().saturating_sub(reading.hold_time.count())
+        let acquired = reading.acquired();
+        (acquired.saturating_sub(reading.hold_time.count()), acquired)
     }
 
     /// Reads the counters so that every derived gauge is consistent: each

@@ -376,6 +376,46 @@ async fn a_body_held_unread_past_the_threshold_is_reported() {
     assert_eq!(stats.host_snapshot(key).unwrap().in_use, 0);
 }
 
+/// One `PoolStats` shared by two transports: their connections are told
+/// apart, so one transport's closed connection does not erase the other's
+/// held one.
+#[tokio::test]
+async fn two_transports_sharing_one_pool_stats_keep_their_connections_apart() {
+    const THRESHOLD: Duration = Duration::from_millis(300);
+    let server = FaultServer::start().await;
+    let stats = PoolStats::new();
+    let detector = LeakDetector::builder(stats.clone())
+        .threshold(THRESHOLD)
+        .build()
+        .unwrap();
+    let transport = || {
+        HyperTransport::builder()
+            .pool_observer(stats.clone())
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (transport(), transport());
+    let key = server.base_url();
+    let id = |res: &http::Response<_>| {
+        res.extensions()
+            .get::<steadfast_hyper::ConnectionInfo>()
+            .unwrap()
+            .id()
+    };
+    let held = a.send(get(&server.url("/bytes/1000"))).await.unwrap();
+    let other = b.send(get(&server.url("/bytes/10"))).await.unwrap();
+    assert_ne!(id(&held), id(&other));
+    other.into_body().collect().await.unwrap();
+    drop(b); // closes its connection
+    settle(|| stats.host_snapshot(key).unwrap().open == 1).await;
+    let s = stats.host_snapshot(key).unwrap();
+    assert_eq!((s.open, s.in_use, s.idle), (1, 1, 0), "{s:?}");
+    tokio::time::sleep(THRESHOLD + Duration::from_millis(100)).await;
+    let report = detector.check(Instant::now());
+    assert_eq!(report.held.len(), 1, "{report}");
+    assert_eq!(report.held[0].connection, id(&held));
+}
+
 /// HTTP/2 (h2c) multiplexes every request over one connection that, under
 /// steady traffic, is never idle. Ages are per request: the busy connection
 /// is healthy, and a stream held unread on it is the one reported, with its

@@ -114,6 +114,35 @@ async fn in_use_that_never_returns_to_zero_after_quiescence_is_reported() {
     assert!(detector.check(Instant::now()).is_empty());
 }
 
+/// A request that waited for a connection since before the quiet period
+/// and took it during the period holds it for less than the period: not
+/// stuck, as the held check (same length) agrees.
+#[tokio::test(start_paused = true)]
+async fn a_request_that_took_its_connection_late_restarts_the_quiet_period() {
+    let stats = PoolStats::new();
+    let detector = LeakDetector::new(stats.clone()); // 60 s and 60 s
+    let host = stats.host(KEY);
+    host.connection_opened(ConnectionId(1));
+    take(&*host, 1); // R1
+    host.acquire_started(); // R2 waits: a cap of one connection
+    advance(Duration::from_secs(1)).await;
+    assert!(detector.check(Instant::now()).is_empty());
+    advance(Duration::from_secs(4)).await;
+    host.connection_released(ConnectionId(1), Duration::from_secs(5));
+    host.acquire_finished(Duration::from_secs(5), Acquired::Reused(ConnectionId(1)));
+    // Checks at 16, 31, 46 and 61 s: at 61 s, R2 has held its connection
+    // for 56 s.
+    advance(Duration::from_secs(11)).await;
+    for _ in 0..4 {
+        assert!(detector.check(Instant::now()).is_empty());
+        advance(Duration::from_secs(15)).await;
+    }
+    // 76 s: a period since the first check that saw R2 hold its
+    // connection, and 71 s of holding. Both checks agree it is a leak.
+    let report = detector.check(Instant::now());
+    assert_eq!((report.held.len(), report.stuck.len()), (1, 1), "{report}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_idle_host_is_never_stuck() {
     let stats = PoolStats::new();
@@ -142,6 +171,16 @@ async fn the_watchdog_outlives_its_detector_and_stops_with_the_stats() {
         detector.spawn_watchdog(Duration::ZERO).unwrap_err(),
         WatchdogError::ZeroInterval
     );
+    // One that would overflow the clock is refused too, not left to panic
+    // inside the task.
+    assert_eq!(
+        detector.spawn_watchdog(Duration::MAX).unwrap_err(),
+        WatchdogError::IntervalTooLong
+    );
+    detector
+        .spawn_watchdog(steadfast_pool::MAX_WATCHDOG_INTERVAL)
+        .unwrap()
+        .abort();
     let watchdog = detector.spawn_watchdog(Duration::from_secs(2)).unwrap();
     // The README's one-liner drops the detector at once: the watchdog must
     // keep scanning regardless.
