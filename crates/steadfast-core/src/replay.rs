@@ -213,15 +213,17 @@ impl<B: Body> ReplayBody<B> {
     pub fn new(body: B, cap: usize) -> Self {
         let hint = body.size_hint();
         let waiting = Arc::new(WakeAll::default());
+        // An empty body (`Empty`, an empty `Full`) has ended before it starts.
+        let done = body.is_end_stream();
         let shared = Shared {
-            source: Some(body),
+            source: (!done).then_some(body),
             chunks: VecDeque::new(),
             dropped: 0,
             buffered: 0,
             cap,
             overflowed: false,
             trailers: None,
-            done: false,
+            done,
             failed: false,
             hint,
             source_waker: Waker::from(Arc::clone(&waiting)),
@@ -357,6 +359,13 @@ where
                         s.chunks.push_back(bytes.clone());
                     }
                     this.pos += 1;
+                    // A source that knows it has ended (a `Full` after its
+                    // one frame) ends every copy here: hyper then ends the
+                    // request with this frame, not with an empty one.
+                    if s.source.as_ref().is_some_and(Body::is_end_stream) {
+                        s.finish();
+                        this.trailers_sent = true;
+                    }
                     Frame::data(bytes)
                 }
                 Err(frame) => match frame.into_trailers() {

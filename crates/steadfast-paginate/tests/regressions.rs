@@ -746,3 +746,80 @@ async fn redirect_loops_and_unusable_redirects_are_typed_errors() {
         mock.assert_called(1);
     }
 }
+
+/// `?page=N` or `?offset=O` over 50 items, 10 a page, with `total` and
+/// `total_pages` in the body; past the end, 404 (as many APIs do).
+fn fifty_item_api(mock: &MockTransport) {
+    mock.on(Route::get("/items")).reply(Reply::with(|call| {
+        let start = match call.query("offset") {
+            Some(offset) => offset.parse().unwrap(),
+            None => (call.query("page").unwrap().parse::<u64>().unwrap() - 1) * 10,
+        };
+        if start >= 50 {
+            return Reply::status(404);
+        }
+        Reply::json(
+            200,
+            json!({"data": page(start..(start + 10).min(50)), "total": 50, "total_pages": 5, "per_page": 10}),
+        )
+    }));
+}
+
+// Review 2, finding 1: a crawl with a total count started on a later page
+// (`?page=3`) counted from 0, so the total was never reached and it asked
+// for page 6 (a 404 failing a complete crawl), more with prefetch.
+#[tokio::test(start_paused = true)]
+async fn a_crawl_started_mid_collection_ends_at_the_total() {
+    let strategies = [
+        ("total", PageNumber::new().total_at("/total")),
+        (
+            "total+per_page",
+            PageNumber::new()
+                .total_at("/total")
+                .per_page_at("/per_page"),
+        ),
+        (
+            "total_pages",
+            PageNumber::new().total_pages_at("/total_pages"),
+        ),
+    ];
+    for (name, strategy) in strategies {
+        for k in [1, 4] {
+            let mock = MockTransport::new();
+            fifty_item_api(&mock);
+            let paginator = Paginator::builder(mock.clone(), strategy.clone())
+                .items_at("/data")
+                .prefetch(k)
+                .build()
+                .unwrap();
+            let (got, err) =
+                ids(paginator.start(uri("http://api.test/items?page=3")).items()).await;
+            let case = format!("{name}, prefetch({k})");
+            assert!(err.is_none(), "{case}: {err:?}");
+            assert_eq!(got, (20..50).collect::<Vec<_>>(), "{case}");
+            assert_eq!(queries(&mock), ["page=3", "page=4", "page=5"], "{case}");
+        }
+    }
+
+    // Offsets are absolute: a start offset needs no estimate.
+    for k in [1, 4] {
+        let mock = MockTransport::new();
+        fifty_item_api(&mock);
+        let paginator = Paginator::builder(mock.clone(), OffsetLimit::new().total_at("/total"))
+            .items_at("/data")
+            .prefetch(k)
+            .build()
+            .unwrap();
+        let (got, err) = ids(paginator
+            .start(uri("http://api.test/items?offset=20"))
+            .items())
+        .await;
+        assert!(err.is_none(), "prefetch({k}): {err:?}");
+        assert_eq!(got, (20..50).collect::<Vec<_>>(), "prefetch({k})");
+        assert_eq!(
+            queries(&mock),
+            ["offset=20", "offset=30", "offset=40"],
+            "prefetch({k})"
+        );
+    }
+}

@@ -182,6 +182,27 @@ async fn query_matches_a_decoded_subset() {
     );
 }
 
+/// `.query()` takes its values as a URL's query reads them, like a query
+/// in the route's path: encoded or not, they mean the same.
+#[tokio::test]
+async fn query_values_may_be_given_encoded() {
+    let mock = MockTransport::new();
+    let encoded = mock
+        .on(Route::get("/a").query("q", "a%20b").query("sum", "1%2B1"))
+        .reply(Reply::status(200));
+    for ok in ["/a?q=a+b&sum=1%2B1", "/a?q=a%20b&sum=1%2b1"] {
+        assert_eq!(status(&mock, get(ok)).await, 200, "{ok}");
+    }
+    encoded.assert_called(2);
+    // A path's query is decoded once, not twice: `%2520` is a literal `%20`.
+    let literal = mock
+        .on(Route::get("/b?q=a%2520b"))
+        .reply(Reply::status(200));
+    assert_eq!(status(&mock, get("/b?q=a%2520b")).await, 200);
+    assert!(mock.send(get("/b?q=a%20b")).await.is_err());
+    literal.assert_called(1);
+}
+
 #[tokio::test]
 async fn query_in_the_route_path_is_a_matcher() {
     let mock = MockTransport::new();

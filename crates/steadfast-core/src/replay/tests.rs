@@ -33,6 +33,34 @@ async fn buffered_bodies_clone_for_free() {
     assert_eq!(collect(again.into_body()).await.unwrap(), "abc");
 }
 
+/// A source that knows its end (a `Full` after its frame, an empty body)
+/// ends every copy with its last frame: hyper then closes the request with
+/// that frame instead of sending an empty one after it.
+#[tokio::test]
+async fn a_source_that_knows_its_end_ends_the_copies_with_its_last_frame() {
+    let mut first = ReplayBody::new(Full::new(Bytes::from_static(b"abc")), 1024);
+    assert!(!first.is_end_stream());
+    let copy = first.try_clone_body().unwrap();
+    let frame = first.frame().await.unwrap().unwrap();
+    assert_eq!(frame.into_data().unwrap(), "abc");
+    assert!(first.is_end_stream());
+    assert_eq!(first.size_hint().exact(), Some(0));
+    // The copy still has its frame to replay, and then its end.
+    let mut copy = copy;
+    assert!(!copy.is_end_stream());
+    assert_eq!(copy.size_hint().exact(), Some(3));
+    assert_eq!(
+        copy.frame().await.unwrap().unwrap().into_data().unwrap(),
+        "abc"
+    );
+    assert!(copy.is_end_stream());
+
+    let empty = ReplayBody::new(Full::new(Bytes::new()), 1024);
+    assert!(empty.is_end_stream());
+    assert!(empty.try_clone_body().unwrap().is_end_stream());
+    assert_eq!(collect(empty).await.unwrap(), "");
+}
+
 #[tokio::test]
 async fn trailers_are_replayed() {
     let mut trailers = HeaderMap::new();

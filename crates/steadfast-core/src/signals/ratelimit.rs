@@ -145,10 +145,17 @@ fn ietf(headers: &HeaderMap, malformed: &mut Vec<SignalError>, offer: &mut impl 
         None => Vec::new(),
     };
 
-    if let Ok(items) = sf::parse_list(&value) {
+    let list = sf::parse_list(&value);
+    if let Ok(items) = list {
         let mut found = false;
         for item in &items {
             let Some(r) = non_negative(item.param("r")) else {
+                if item.param("r").is_some() {
+                    malformed.push(SignalError::new(
+                        RATELIMIT,
+                        "remaining quota (`r`) is not a non-negative integer",
+                    ));
+                }
                 continue;
             };
             let policy = item
@@ -215,7 +222,20 @@ fn ietf(headers: &HeaderMap, malformed: &mut Vec<SignalError>, offer: &mut impl 
             }
             offer(rl);
         }
-        Err(e) => malformed.push(SignalError::new(RATELIMIT, e.0)),
+        Err(e) => {
+            // Neither form parsed: name the error of the form the value
+            // is in. The list starts with a policy name and its
+            // parameters (`"day";r=5`), the dictionary with `key=`.
+            let first = value
+                .split(|&c| c == b',' || c == b';')
+                .next()
+                .unwrap_or_default();
+            let reason = match list {
+                Err(list) if !first.contains(&b'=') => list.0,
+                _ => e.0,
+            };
+            malformed.push(SignalError::new(RATELIMIT, reason));
+        }
     }
 }
 
@@ -298,18 +318,23 @@ fn family(
         malformed.push(SignalError::new(fields[1], "not a non-negative integer"));
         return;
     };
-    // A relative `Reset-After` (Discord) does not depend on clock skew: prefer it.
-    let (field, reset) = match (headers.get(names[3]), headers.get(names[2])) {
-        (Some(after), _) => (fields[3], after),
-        (None, Some(reset)) => (fields[2], reset),
-        (None, None) => return,
-    };
-    let reset = match parse_reset_field(field, reset.as_bytes(), now) {
-        Ok(r) => r,
-        Err(e) => {
-            malformed.push(e);
-            return;
+    // A relative `Reset-After` (Discord) does not depend on clock skew:
+    // prefer it, and fall back to `Reset` when it does not parse.
+    let mut reset = None;
+    for i in [3, 2] {
+        let Some(value) = headers.get(names[i]) else {
+            continue;
+        };
+        match parse_reset_field(fields[i], value.as_bytes(), now) {
+            Ok(r) => {
+                reset = Some(r);
+                break;
+            }
+            Err(e) => malformed.push(e),
         }
+    }
+    let Some(reset) = reset else {
+        return;
     };
     let mut rl = RateLimit::new(remaining, reset, source);
     if let Some(limit) = headers.get(names[0]) {

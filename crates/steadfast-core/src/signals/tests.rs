@@ -214,6 +214,41 @@ fn malformed_fields_are_reported_not_trusted() {
 }
 
 #[test]
+fn a_malformed_field_says_what_is_wrong_with_it() {
+    let reasons = |pairs: &[(&str, &str)]| -> Vec<String> {
+        parse(pairs)
+            .malformed()
+            .iter()
+            .map(|e| format!("{}: {}", e.field(), e.reason()))
+            .collect()
+    };
+    // A negative remaining quota in the current form: named, not skipped.
+    let r = reasons(&[("ratelimit", r#""a";r=-5;t=10"#)]);
+    assert_eq!(r.len(), 1);
+    assert!(r[0].contains("`r`"), "{r:?}");
+    // An integer too long for a structured field: the list's own error,
+    // not the -07 dictionary's "expected a key".
+    let r = reasons(&[("ratelimit", r#""a";r=99999999999999999;t=1"#)]);
+    assert_eq!(r.len(), 1);
+    assert!(!r[0].contains("expected a key"), "{r:?}");
+    // The -07 dictionary form still gets the dictionary's error.
+    let r = reasons(&[("ratelimit", "limit=100, remaining=")]);
+    assert_eq!(r.len(), 1, "{r:?}");
+}
+
+#[test]
+fn a_malformed_reset_after_falls_back_to_the_reset() {
+    let s = parse(&[
+        ("x-ratelimit-remaining", "0"),
+        ("x-ratelimit-reset-after", "junk"),
+        ("x-ratelimit-reset", "30"),
+    ]);
+    assert_eq!(s.retry_delay(), Some(Duration::from_secs(30)));
+    let fields: Vec<_> = s.malformed().iter().map(SignalError::field).collect();
+    assert_eq!(fields, ["X-RateLimit-Reset-After"]);
+}
+
+#[test]
 fn discord_style_resets() {
     // Epoch seconds with a fraction, and the relative Reset-After preferred over it.
     let s = parse(&[
@@ -282,7 +317,7 @@ fn decimal_counts_and_ancient_dates() {
     ]);
     assert_eq!(s.rate_limit().unwrap().remaining(), 598);
     assert_eq!(
-        parse_retry_after(b"Thu, 01 Jan 1960 00:00:00 GMT", now()),
+        parse_retry_after(b"Fri, 01 Jan 1960 00:00:00 GMT", now()),
         Ok(Duration::ZERO)
     );
     assert_eq!(
@@ -290,6 +325,9 @@ fn decimal_counts_and_ancient_dates() {
         Ok(Duration::ZERO)
     );
     assert!(parse_retry_after(b"Thursday 1960", now()).is_err());
+    // The whole date is checked, its weekday too, as for later dates.
+    assert!(parse_retry_after(b"Thu, 01 Jan 1960 00:00:00 GMT", now()).is_err());
+    assert!(parse_retry_after(b"Monkey 1900 aa:bb:cc", now()).is_err());
 }
 
 #[test]

@@ -97,23 +97,44 @@ pub(crate) fn parse_reset_field(
 }
 
 /// An HTTP-date, as the delay from `now` (zero when past). Dates before
-/// 1970, which `httpdate` refuses, are in the past too.
+/// 1970, which `httpdate` refuses, are in the past too, once the whole
+/// date is checked.
 fn parse_date(text: &str, now: SystemTime) -> Option<Duration> {
     if let Ok(at) = httpdate::parse_http_date(text) {
         return Some(until(at, now));
     }
-    let weekday = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
-        .iter()
-        .any(|d| text.starts_with(d));
-    let tokens = || text.split([' ', '-']);
-    let before_1970 = tokens()
-        .filter(|t| t.len() == 4 && t.bytes().all(|c| c.is_ascii_digit()))
-        .any(|year| year < "1970");
-    let time_of_day = tokens().any(|t| {
-        let b = t.as_bytes();
-        b.len() == 8 && b[2] == b':' && b[5] == b':'
-    });
-    (weekday && before_1970 && time_of_day).then_some(Duration::ZERO)
+    before_1970(text).then_some(Duration::ZERO)
+}
+
+/// Whether `text` is a valid HTTP-date before 1970 (in the IMF-fixdate or
+/// asctime form: the obsolete RFC 850 form has two-digit years, which
+/// `httpdate` reads as 1970 or later). Its year is moved into `httpdate`'s
+/// range by whole 400-year cycles of the Gregorian calendar, which keep
+/// every date on its weekday, and `httpdate` checks the rest.
+fn before_1970(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    // The one run of exactly four digits is the year (days, hours,
+    // minutes and seconds have two).
+    let mut start = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        let run = bytes[i..].iter().take_while(|b| b.is_ascii_digit()).count();
+        if run == 4 {
+            start = Some(i);
+            break;
+        }
+        i += run.max(1);
+    }
+    let Some(start) = start else { return false };
+    let Ok(year) = text[start..start + 4].parse::<u32>() else {
+        return false;
+    };
+    if year >= 1970 {
+        return false;
+    }
+    let moved = year + 400 * (1970 - year).div_ceil(400);
+    let text = format!("{}{moved}{}", &text[..start], &text[start + 4..]);
+    httpdate::parse_http_date(&text).is_ok()
 }
 
 /// Decimal seconds with no upper clamp, saturating at `u64::MAX` seconds.
@@ -208,6 +229,22 @@ mod tests {
         assert_eq!(d("1x"), None);
         assert_eq!(d("s"), None);
         assert_eq!(d("99999999h"), Some(MAX_SIGNAL_DELAY));
+    }
+
+    #[test]
+    fn dates_before_1970_are_past_only_when_they_are_dates() {
+        let now = SystemTime::now();
+        let d = |s: &str| parse_date(s, now);
+        assert_eq!(d("Tue, 06 Nov 1900 08:49:37 GMT"), Some(Duration::ZERO));
+        assert_eq!(d("Tue Nov  6 08:49:37 1900"), Some(Duration::ZERO));
+        assert_eq!(d("Wed, 31 Dec 1969 23:59:59 GMT"), Some(Duration::ZERO));
+        assert_eq!(d("Mon, 01 Jan 0001 00:00:00 GMT"), Some(Duration::ZERO));
+        // Text that only looks like one: a weekday-ish word, an old year
+        // and something shaped like a time.
+        assert_eq!(d("Monkey 1900 aa:bb:cc"), None);
+        assert_eq!(d("Sun, 06 Nov 1900 08:49:37 GMT"), None, "wrong weekday");
+        assert_eq!(d("Tue, 06 Nov 1900 25:49:37 GMT"), None);
+        assert_eq!(d("Tue, 06 Nov 1900"), None);
     }
 
     #[test]

@@ -41,7 +41,11 @@ pub const DEFAULT_FIRST_PAGE: u64 = 1;
 /// counted so far and the largest page are saved in checkpoints
 /// (`{"items": 200, "page_size": 50}`), so a crawl resumed from a
 /// checkpoint continues exactly where it stopped. A start URI that already
-/// carries the page parameter starts at that page.
+/// carries the page parameter starts at that page: the pages before it
+/// count as holding as many items as the first page received (as many as
+/// the server's [`PageNumber::per_page_at`] says, when given), and no
+/// page past it is predicted from that estimate alone. Started on a short
+/// last page, such a crawl asks for one page past the end.
 #[derive(Clone, Debug)]
 pub struct PageNumber {
     param: String,
@@ -51,8 +55,16 @@ pub struct PageNumber {
     total_pages_at: Option<Field>,
     total_at: Option<Field>,
     /// Items on the pages seen so far (the ones before the page being
-    /// decided on, then that one too).
+    /// decided on, then that one too), including an estimate for the
+    /// pages before a later start page.
     counted: u64,
+    /// Whether `counted` holds the crawl's position: set by the first page
+    /// decided on, or by a restored checkpoint.
+    started: bool,
+    /// `counted` rests on the first page alone, and the crawl started past
+    /// the first page: the pages before it were estimated from it, so no
+    /// page is predicted yet.
+    estimated: bool,
     /// The largest page seen so far: a page-size estimate for predictions
     /// only (0 before the first page with items).
     largest: u64,
@@ -70,6 +82,8 @@ impl PageNumber {
             total_pages_at: None,
             total_at: None,
             counted: 0,
+            started: false,
+            estimated: false,
             largest: 0,
             last_page: None,
         }
@@ -154,6 +168,11 @@ impl PageNumber {
                     .saturating_sub(1),
             ));
         }
+        if self.estimated {
+            // Only a guess of the items before the start page: predicting
+            // from it could send requests past the end.
+            return Ok(Extent::Unknown);
+        }
         // The fewest pages that can hold the rest: never more than the
         // server has, unless the total grows, so prefetch does not
         // overshoot.
@@ -224,6 +243,22 @@ impl Strategy for PageNumber {
         if count == 0 {
             return Ok(Next::Done);
         }
+        self.estimated = false;
+        if !self.started {
+            self.started = true;
+            // A crawl started on a later page: the pages before it count
+            // as full as the server says, or as this one. Never more, so
+            // that the total is not reached before the last item.
+            let before = number.saturating_sub(self.first_page);
+            if before > 0 {
+                let size = match &self.per_page_at {
+                    Some(field) => read_count(page, field)?.filter(|&size| size > 0),
+                    None => None,
+                };
+                self.counted = before.saturating_mul(size.unwrap_or(count));
+                self.estimated = size.is_none();
+            }
+        }
         self.counted = self.counted.saturating_add(count);
         self.largest = self.largest.max(count);
         self.last_page = None;
@@ -265,6 +300,8 @@ impl Strategy for PageNumber {
             }
             other => return Err(bad_state(other)),
         };
+        self.started = !state.is_null();
+        self.estimated = false;
         Ok(())
     }
 

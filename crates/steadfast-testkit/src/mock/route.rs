@@ -135,7 +135,11 @@ impl Route {
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
         self.path = Some(PathPattern::parse(path));
         for (name, value) in query_pairs(Some(query)) {
-            self = self.query(name, value);
+            // Decoded already: pushed as they are.
+            self.checks.push(Check::Query {
+                name: name.into_owned(),
+                value: value.into_owned(),
+            });
         }
         self
     }
@@ -148,12 +152,15 @@ impl Route {
         self
     }
 
-    /// Requests whose query carries `name=value` (both compared
-    /// percent-decoded; other parameters are allowed).
-    pub fn query(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+    /// Requests whose query carries `name=value` (other parameters are
+    /// allowed). Both sides are compared percent-decoded, `+` as a space,
+    /// as a URL's query reads: `.query("q", "a b")`, `.query("q", "a%20b")`
+    /// and `.query("q", "a+b")` all match `?q=a%20b` and `?q=a+b`; a
+    /// literal `+` is `%2B`.
+    pub fn query(mut self, name: impl AsRef<str>, value: impl AsRef<str>) -> Self {
         self.checks.push(Check::Query {
-            name: name.into(),
-            value: value.into(),
+            name: percent_decode(name.as_ref(), true).into_owned(),
+            value: percent_decode(value.as_ref(), true).into_owned(),
         });
         self
     }
