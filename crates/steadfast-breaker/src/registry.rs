@@ -41,15 +41,17 @@ type KeyFn = Arc<dyn Fn(&Uri, &HeaderMap) -> String + Send + Sync>;
 ///   share of the `Arc`), so its result is never recorded into a breaker the
 ///   registry has already replaced; so does anyone keeping the `Arc` from
 ///   [`get`](Self::get) or [`get_or_create`](Self::get_or_create). A closed
-///   breaker may be evicted, idle or least recently used. A half-open or
-///   isolated one is kept until it closes (it has probes to judge, or was
-///   opened by hand), and so is an open one while its break lasts or while
+///   breaker may be evicted, idle or least recently used. A half-open one
+///   with probes out is kept (it has probes to judge), an isolated one too
+///   (opened by hand), and so is an open one while its break lasts or while
 ///   it is in use. An open breaker unused for the idle timeout whose break
 ///   has ended is forgotten by the idle sweep (not to make room as least
-///   recently used): its key tripped and was never asked for again, and
-///   forgetting it costs at most one call that goes out unguarded (and
-///   starts a fresh breaker), where keeping it would hold its slot for
-///   ever. If every slot holds a breaker that must be kept, the new key's
+///   recently used), and so is a half-open one unused for the idle timeout
+///   with no probe out (its probe was cancelled, or traffic stopped
+///   mid-stage): its key was never asked for again, and forgetting it
+///   costs at most one call that goes out unguarded (and starts a fresh
+///   breaker), where keeping it would hold its slot for ever, since only a
+///   call moves such a breaker on. If every slot holds a breaker that must be kept, the new key's
 ///   requests pass untracked (counted in [`RegistrySnapshot::untracked`]).
 /// - **Cost**: a known key costs a read lock, one hash lookup and an `Arc`
 ///   clone per call; only new keys take the write lock.

@@ -895,9 +895,10 @@ impl CircuitBreaker {
     /// when the registry found it idle as of `idle_at` (`None`: not idle):
     /// its key tripped and was never asked for again, and forgetting it
     /// costs at most one unguarded call, where keeping it would hold a slot
-    /// for ever (an open breaker only moves on when a call arrives). A
-    /// half-open or isolated breaker stays: it has probes to judge, or was
-    /// opened by hand.
+    /// for ever (an open breaker only moves on when a call arrives). So is
+    /// an idle half-open one with no probe out, which only a call would
+    /// move on too. A half-open breaker with probes out stays (it has
+    /// probes to judge), and so does an isolated one (opened by hand).
     pub(crate) fn is_evictable(self: &Arc<Self>, idle_at: Option<Instant>) -> bool {
         // Calls in flight through a registry hold owned permits, each a
         // share of the `Arc`: a breaker anyone else holds stays.
@@ -916,7 +917,12 @@ impl CircuitBreaker {
                 // under the lock rather than from the ticks.
                 self.lock().open_until.is_none_or(|until| now >= until)
             }),
-            State::HalfOpen | State::Isolated => false,
+            // Half-open with no probe out, idle: the probe that would
+            // judge it was cancelled (or a stage's traffic stopped), and
+            // no call comes to take another. Kept, it would stay half-open
+            // for ever; forgotten like an open breaker whose break ended.
+            State::HalfOpen => idle_at.is_some() && self.lock().probes_out == 0,
+            State::Isolated => false,
         }
     }
 }

@@ -650,6 +650,53 @@ async fn idle_keys_are_evicted_and_open_breakers_once_their_break_ends() {
     assert_eq!(registry.snapshot().evictions, 2);
 }
 
+/// A half-open breaker whose probe was cancelled, and that no call comes
+/// to again, is forgotten by the idle sweep like an open one: only a call
+/// would move it on, so kept it would hold its slot for ever. While a probe
+/// is out, it stays.
+#[tokio::test(start_paused = true)]
+async fn an_idle_half_open_breaker_with_no_probe_out_is_evicted() {
+    let mock = MockTransport::new();
+    mock.on(Route::any().host("bad.test"))
+        .reply_times(1, Reply::status(503))
+        .reply(Reply::status(200).delay(Duration::from_secs(3600)));
+    let registry = Arc::new(
+        steadfast_breaker::BreakerRegistry::new(
+            BreakerConfig::builder()
+                .consecutive_failures(1)
+                .break_duration(Duration::from_secs(5))
+                .build()
+                .unwrap(),
+        )
+        .idle_timeout(Duration::from_secs(10)),
+    );
+    let client = mock
+        .clone()
+        .with(BreakerLayer::from_registry(registry.clone()));
+    client.send(get("http://bad.test/")).await.unwrap(); // trips
+    sleep(Duration::from_secs(6)).await;
+    // The probe goes, and hangs.
+    let probe = tokio::spawn({
+        let client = client.clone();
+        async move { client.send(get("http://bad.test/")).await.map(drop) }
+    });
+    sleep(Duration::from_secs(1)).await;
+    let breaker = || registry.get("http://bad.test:80").unwrap().state();
+    assert_eq!(breaker(), State::HalfOpen);
+    // Idle for two sweeps, but its probe is out: kept.
+    sleep(Duration::from_secs(11)).await;
+    registry.evict_idle(Instant::now());
+    sleep(Duration::from_secs(11)).await;
+    assert_eq!(registry.evict_idle(Instant::now()), 0);
+    // Its probe cancelled, it stays half-open, with nothing to judge.
+    probe.abort();
+    let _ = probe.await;
+    assert_eq!(breaker(), State::HalfOpen);
+    sleep(Duration::from_secs(11)).await;
+    assert_eq!(registry.evict_idle(Instant::now()), 1);
+    assert!(registry.is_empty());
+}
+
 fn registry(config: BreakerConfigBuilder) -> Arc<steadfast_breaker::BreakerRegistry> {
     Arc::new(steadfast_breaker::BreakerRegistry::new(
         config.build().unwrap(),

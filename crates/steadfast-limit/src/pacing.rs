@@ -140,6 +140,15 @@ impl Slot {
     pub const fn held(&self) -> bool {
         self.held
     }
+
+    /// The probe after a pause: the one request that goes first, whose
+    /// answer the others wait for. Its holder should
+    /// [`release`](PaceState::release) it if the request fails or is
+    /// cancelled before an answer comes, so that the next request probes
+    /// instead of every held one waiting out the probe timeout.
+    pub const fn is_probe(&self) -> bool {
+        self.probe
+    }
 }
 
 impl PaceState {
@@ -222,6 +231,11 @@ impl PaceState {
         {
             self.probe = Probe::Wanted;
             self.void_slots();
+            // Those booked behind it book again from its slot, not behind
+            // their own void ones.
+            if self.next_slot > slot.start {
+                self.next_slot = slot.start;
+            }
         }
     }
 
@@ -314,9 +328,18 @@ impl PaceState {
         } else if let Probe::Out(at) = self.probe
             && now >= at
         {
-            // The probe's answer: those held behind it follow what it said.
+            // The probe's answer: those held behind it follow what it said,
+            // booking again from the probe's slot (a pace spaces them from
+            // it), not behind their own void slots.
             self.probe = Probe::Idle;
             self.void_slots();
+            let from = match self.interval(now) {
+                Some(interval) => at.saturating_add(interval),
+                None => now,
+            };
+            if self.next_slot > from {
+                self.next_slot = from;
+            }
         }
         pause
     }
@@ -718,6 +741,41 @@ mod tests {
         // No answer at all: at the timeout, requests go unheld.
         assert_eq!(q.reserve(2 * S, None).unwrap().start(), 2 * S);
         assert!(q.expired(2 * S));
+    }
+
+    #[test]
+    fn a_probes_answer_books_the_held_requests_again_from_its_slot() {
+        let c = PacingConfig::default(); // probe_timeout 1 s
+        let ms = |n: u64| n * 1_000_000;
+        let mut p = PaceState::default();
+        p.observe(0, 429, Some(Duration::from_secs(1)), None, &c);
+        let probe = p.reserve(0, None).unwrap();
+        assert_eq!(probe.start(), S);
+        // A response sent before the pause brings a pace while the probe
+        // is out: slots are booked under it from the end of the pause.
+        p.observe(ms(500), 200, None, Some(&rl(10, 10)), &c);
+        let booked: Vec<u64> = (0..3)
+            .map(|_| p.reserve(ms(500), None).unwrap().start())
+            .collect();
+        assert_eq!(booked, [S, 2 * S, 3 * S]);
+        // The probe's answer voids them; they book again one interval
+        // after the probe, not behind their own void slots (4 to 6 s).
+        p.observe(ms(1100), 200, None, Some(&rl(9, 9)), &c);
+        let again: Vec<u64> = (0..3)
+            .map(|_| p.reserve(ms(1100), None).unwrap().start())
+            .collect();
+        assert_eq!(again, [2 * S, 3 * S, 4 * S]);
+
+        // A cancelled probe: those booked behind it book again from its slot.
+        let mut q = PaceState::default();
+        q.observe(0, 429, Some(Duration::from_secs(1)), None, &c);
+        let probe = q.reserve(0, None).unwrap();
+        q.observe(ms(500), 200, None, Some(&rl(10, 10)), &c);
+        for _ in 0..3 {
+            q.reserve(ms(500), None).unwrap();
+        }
+        q.release(&probe);
+        assert_eq!(q.reserve(ms(600), None).unwrap().start(), S);
     }
 
     #[test]

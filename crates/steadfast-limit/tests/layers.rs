@@ -456,6 +456,28 @@ async fn after_a_pause_with_no_pace_known_one_probe_goes_first() {
 /// The probe's answer says nothing about a pace: the held requests go when
 /// it arrives. A probe with no answer holds them `probe_timeout` at most,
 /// and a deadline inside that hold fails the request.
+/// A probe that fails (or is cancelled) before its answer: the next
+/// request probes in its place at once, rather than every held request
+/// waiting out the probe timeout (1 s).
+#[tokio::test(start_paused = true)]
+async fn a_failed_probe_hands_the_probe_to_the_next_request() {
+    let mock = MockTransport::new();
+    mock.on(Route::any())
+        .reply_once(Reply::status(429).header("retry-after", "1"))
+        .reply_once(Reply::connect_error())
+        .reply(Reply::status(200));
+    let client = mock.clone().with(PacingLayer::new(PacingConfig::default()));
+    let t0 = Instant::now();
+    client.send(get("https://api.test/")).await.unwrap();
+    let results = send_together(&client, "https://api.test/", 4).await;
+    assert_eq!(
+        results.iter().filter(|r| r.is_err()).count(),
+        1,
+        "{results:?}"
+    );
+    assert_eq!(sent_at(&mock, t0), [0, 1000, 1000, 1000, 1000]);
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_probes_answer_or_its_timeout_releases_the_others() {
     for (probe_delay, released_at) in [(50, 2050), (5_000, 3000)] {
@@ -657,6 +679,28 @@ where
     for t in tasks {
         t.await.unwrap();
     }
+}
+
+/// An algorithm of the user's own whose limit is past what a semaphore
+/// holds: clamped at construction as every later limit is, not a panic.
+#[tokio::test(start_paused = true)]
+async fn an_algorithms_huge_first_limit_is_clamped() {
+    struct Unbounded;
+    impl steadfast_limit::LimitAlgorithm for Unbounded {
+        fn limit(&self) -> usize {
+            usize::MAX
+        }
+        fn on_sample(&mut self, _: steadfast_limit::Sample) -> usize {
+            usize::MAX
+        }
+    }
+    let layer = AdaptiveLayer::new(Unbounded);
+    assert_eq!(
+        layer.snapshot().bulkhead.limit,
+        steadfast_limit::config::MAX_IN_FLIGHT_LIMIT
+    );
+    let client = server_with_capacity(4).with(layer.clone());
+    client.send(get("https://api.test/")).await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]

@@ -235,10 +235,14 @@ impl<A: LimitAlgorithm> AdaptiveLayer<A, OverloadClassifier> {
 
 impl<A: LimitAlgorithm, C> AdaptiveLayer<A, C> {
     /// An adaptive limit with explicit queue settings and classifier.
-    /// `config.max_in_flight` is replaced by the algorithm's limit.
+    /// `config.max_in_flight` is replaced by the algorithm's limit, clamped
+    /// to `1 ..=` [`MAX_IN_FLIGHT_LIMIT`](crate::config::MAX_IN_FLIGHT_LIMIT) as
+    /// every later limit is.
     pub fn with_config(algorithm: A, config: ConcurrencyConfig, classify: C) -> Self {
         let mut config = config;
-        config.max_in_flight = algorithm.limit().max(1);
+        config.max_in_flight = algorithm
+            .limit()
+            .clamp(1, crate::config::MAX_IN_FLIGHT_LIMIT);
         Self {
             shared: Arc::new(Shared {
                 bulkhead: Bulkhead::new(config),

@@ -90,11 +90,13 @@ enum Held {
     Deadline(u64),
 }
 
+/// Waits for the request's slot; returns it if the request is the probe
+/// after a pause (see [`Slot::is_probe`]).
 async fn wait_turn<K: Hash + Eq + Clone + Sync>(
     pacer: &Pacer<K>,
     key: &K,
     deadline: Option<Deadline>,
-) -> Result<(), RateLimited> {
+) -> Result<Option<Slot>, RateLimited> {
     let limit = deadline.map(|d| pacer.nanos_since_epoch(d.instant()));
     let refuse = |cause: Option<LimitCause>, wait: u64| {
         RateLimited::new(
@@ -114,7 +116,7 @@ async fn wait_turn<K: Hash + Eq + Clone + Sync>(
         first = false;
         let slot = reserved.map_err(|s| refuse(s.cause(), s.start() - now))?;
         if slot.start() <= now {
-            return Ok(());
+            return Ok(slot.is_probe().then_some(slot));
         }
         tracing::debug!(
             policy.name = %pacer.config().name,
@@ -131,7 +133,7 @@ async fn wait_turn<K: Hash + Eq + Clone + Sync>(
         match hold(pacer, key, &slot, limit).await {
             Held::Go => {
                 guard.slot = None;
-                return Ok(());
+                return Ok(slot.is_probe().then_some(slot));
             }
             // The guard gives nothing back: a voided slot is no one's.
             Held::Void => guard.slot = None,
@@ -201,8 +203,17 @@ where
 
     async fn send(&self, req: Request<B>) -> Result<Response<T::Body>, Self::Error> {
         let key = self.key_fn.key(&req);
-        wait_turn(&self.pacer, &key, Deadline::of(&req)).await?;
+        let probe = wait_turn(&self.pacer, &key, Deadline::of(&req)).await?;
+        // A probe that fails or is cancelled before its answer gives its
+        // slot back: the next request probes in its place, rather than
+        // the ones held behind it waiting out the probe timeout.
+        let mut probe = SlotGuard {
+            pacer: &self.pacer,
+            key: &key,
+            slot: probe,
+        };
         let res = self.inner.send(req).await.map_err(LimitError::Inner)?;
+        probe.slot = None;
         self.pacer
             .observe(&key, res.status(), res.headers(), SystemTime::now());
         Ok(res)
