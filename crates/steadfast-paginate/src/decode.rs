@@ -277,7 +277,9 @@ impl Rest {
             Repr::Lazy { fields, items_key } => self.value.get_or_init(|| {
                 let mut map = serde_json::Map::new();
                 for (key, range) in fields {
-                    if let Some(value) = self.parse(range) {
+                    // A member `serde_json::Value` cannot hold is left out
+                    // here; `lookup` reports it.
+                    if let Some(Ok(value)) = self.parse(range) {
                         map.insert(key.as_str(&self.bytes).to_owned(), value);
                     }
                 }
@@ -289,17 +291,25 @@ impl Rest {
         }
     }
 
-    /// The value at `field`, parsing only the member it is in.
-    pub(crate) fn lookup(&self, field: &Field) -> Option<Cow<'_, Value>> {
+    /// The value at `field`, parsing only the member it is in; an error
+    /// when that member is valid JSON that `serde_json::Value` cannot hold
+    /// (a number beyond the `f64` range such as `1e400`, nesting deeper than
+    /// 128).
+    pub(crate) fn lookup(
+        &self,
+        field: &Field,
+    ) -> Result<Option<Cow<'_, Value>>, serde_json::Error> {
         let Repr::Lazy { fields, items_key } = &self.repr else {
-            return field.get(self.value()).map(Cow::Borrowed);
+            return Ok(field.get(self.value()).map(Cow::Borrowed));
         };
         if let Some(value) = self.value.get() {
-            return field.get(value).map(Cow::Borrowed);
+            return Ok(field.get(value).map(Cow::Borrowed));
         }
-        let tokens = field.tokens.as_ref().ok()?;
+        let Ok(tokens) = field.tokens.as_ref() else {
+            return Ok(None);
+        };
         let Some((first, rest)) = tokens.split_first() else {
-            return Some(Cow::Borrowed(self.value()));
+            return Ok(Some(Cow::Borrowed(self.value())));
         };
         // Later duplicates win, as in `serde_json::Value`.
         let member = fields
@@ -307,16 +317,20 @@ impl Rest {
             .rev()
             .find(|(key, _)| key.as_str(&self.bytes) == first);
         let value = match member {
-            Some((_, range)) => self.parse(range)?,
+            Some((_, range)) => match self.parse(range) {
+                Some(parsed) => parsed?,
+                None => return Ok(None),
+            },
             None if items_key
                 .as_ref()
                 .is_some_and(|k| k.as_str(&self.bytes) == first) =>
             {
                 Value::Null
             }
-            None => return None,
+            None => return Ok(None),
         };
-        rest.iter()
+        Ok(rest
+            .iter()
             .try_fold(value, |value, token| match value {
                 Value::Object(mut map) => map.remove(token.as_str()),
                 Value::Array(mut items) => {
@@ -325,7 +339,7 @@ impl Rest {
                 }
                 _ => None,
             })
-            .map(Cow::Owned)
+            .map(Cow::Owned))
     }
 
     /// The JSON text at `field`, exactly as in the body (so a number keeps
@@ -388,9 +402,11 @@ impl Rest {
         crate::seen::full_hash(&self.bytes, &parts)
     }
 
-    fn parse(&self, range: &Range<usize>) -> Option<Value> {
-        // Already validated by the first pass: cannot fail.
-        serde_json::from_slice(self.bytes.get(range.clone())?).ok()
+    /// The member at `range` as a `Value`. The first pass checked its
+    /// syntax only: a number beyond the `f64` range (`1e400`) or nesting
+    /// deeper than 128 still fails here.
+    fn parse(&self, range: &Range<usize>) -> Option<Result<Value, serde_json::Error>> {
+        Some(serde_json::from_slice(self.bytes.get(range.clone())?))
     }
 }
 
@@ -849,7 +865,7 @@ mod tests {
         let body = br#"{"next":{"cursor":"c9","n":[1,2]},"data":[{"id":1}],"t\u0061g":"x","next":{"cursor":"c10"}}"#;
         let d = decode_page::<Item>(Bytes::copy_from_slice(body), &ptr("/data"), false).unwrap();
         assert_eq!(ids(&d), [1]);
-        let get = |p: &str| d.rest.lookup(&Field::new(p)).map(Cow::into_owned);
+        let get = |p: &str| d.rest.lookup(&Field::new(p)).unwrap().map(Cow::into_owned);
         assert!(d.rest.value.get().is_none(), "nothing parsed yet");
         assert_eq!(
             get("/next/cursor"),
@@ -1023,7 +1039,7 @@ mod tests {
             prop_assert_eq!(d.last_item.is_some(), n > 0);
             for k in extra.keys().chain([&key, &"zz".to_owned()]) {
                 let p = format!("/{k}");
-                let lazy = d.rest.lookup(&Field::new(p.as_str())).map(Cow::into_owned);
+                let lazy = d.rest.lookup(&Field::new(p.as_str())).unwrap().map(Cow::into_owned);
                 prop_assert_eq!(lazy.as_ref(), expected.pointer(&p));
             }
             prop_assert_eq!(d.rest.value(), &expected);

@@ -119,11 +119,18 @@ impl<'a> PageView<'a> {
         self
     }
 
-    /// The value at `field` of the body; only that member is parsed.
-    pub(crate) fn lookup(&self, field: &Field) -> Option<Cow<'a, Value>> {
+    /// The value at `field` of the body; only that member is parsed. A
+    /// [`StrategyError::BadValue`] when the member is valid JSON that
+    /// `serde_json::Value` cannot hold (`1e400`, nesting deeper than 128):
+    /// it is there, so it must not read as absent.
+    pub(crate) fn lookup(&self, field: &Field) -> Result<Option<Cow<'a, Value>>, StrategyError> {
         match self.body {
-            Body::Value(value) => field.get(value).map(Cow::Borrowed),
-            Body::Rest(rest) => rest.lookup(field),
+            Body::Value(value) => Ok(field.get(value).map(Cow::Borrowed)),
+            Body::Rest(rest) => rest.lookup(field).map_err(|e| StrategyError::BadValue {
+                location: format!("body {}", field.as_str()),
+                expected: "JSON that serde_json can hold (numbers within the f64 range, nesting up to 128 deep)",
+                found: format!("a value it cannot read ({e})"),
+            }),
         }
     }
 
@@ -413,7 +420,7 @@ impl<'a> Token<'a> {
 /// Reads a non-negative integer (JSON number, or a string of digits as
 /// some APIs send totals) at `field`; `None` when absent or null.
 pub(crate) fn read_count(page: &PageView<'_>, field: &Field) -> Result<Option<u64>, StrategyError> {
-    match page.lookup(field).as_deref() {
+    match page.lookup(field)?.as_deref() {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
         Some(Value::String(s)) if s.parse::<u64>().is_ok() => Ok(s.parse().ok()),

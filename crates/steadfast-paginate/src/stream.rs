@@ -212,7 +212,7 @@ where
             Err(source) => {
                 engine.resume_uri = Some(engine.start.clone());
                 engine.failed = Some(PaginateError::at(
-                    crawl.pages + 1,
+                    crawl.pages.saturating_add(1),
                     engine.start.clone(),
                     ErrorKind::Strategy(source),
                 ));
@@ -249,14 +249,18 @@ where
         // comparing bytes settles it without the case-insensitive compare
         // of `Authority`'s `PartialEq`. The full check (case, default
         // ports) only runs when the fast one fails.
-        origin_text(uri) == origin_text(&self.start) || self.origin.matches(uri)
+        (origin_text(uri) == origin_text(&self.start) && !self.origin.has_invalid_port())
+            || self.origin.matches(uri)
     }
 
     /// Sends a request for the page after the last one queued. With `cx`
     /// it starts at once (see [`Pipeline::push`]).
     fn push(&mut self, uri: Uri, cx: Option<&mut Context<'_>>) {
         let request = PageRequest {
-            number: self.received + self.queued.len() as u64 + 1,
+            number: self
+                .received
+                .saturating_add(self.queued.len() as u64)
+                .saturating_add(1),
             // Unless other origins are allowed, every request made it
             // through the origin gate (`admit`, or `top_up`'s own check).
             cross_origin: self.shared.config.allow_cross_origin && !self.same_origin(&uri),
@@ -457,7 +461,7 @@ where
             let Some(uri) = self.strategy.predict(last) else {
                 return;
             };
-            let beyond_limit = self.received + self.queued.len() as u64 >= max_pages;
+            let beyond_limit = self.received.saturating_add(self.queued.len() as u64) >= max_pages;
             let cross = !allow_cross_origin && !self.same_origin(&uri);
             if beyond_limit || cross || self.seen.contains(&uri) {
                 return;
@@ -504,8 +508,9 @@ where
     /// the crawl moves past it, or ends there when the quota cut it short.
     #[inline(never)]
     fn page_done(&mut self, taken: usize, cut: bool) {
-        self.items += taken as u64;
-        self.resume_skip += taken;
+        // Saturating: the counts may come from a checkpoint, which is input.
+        self.items = self.items.saturating_add(taken as u64);
+        self.resume_skip = self.resume_skip.saturating_add(taken);
         if cut {
             self.finish();
         } else {
@@ -543,9 +548,9 @@ impl<Tr: Transport<B>, S: Strategy, B, T> Engine<Tr, S, B, T> {
         Checkpoint {
             start: self.start.to_string(),
             next: self.resume_uri.as_ref().map(Uri::to_string),
-            skip: self.resume_skip + taken,
+            skip: self.resume_skip.saturating_add(taken),
             pages: self.pages_done,
-            items: self.items + taken as u64,
+            items: self.items.saturating_add(taken as u64),
             strategy: if self.in_page {
                 self.state_before.clone()
             } else {

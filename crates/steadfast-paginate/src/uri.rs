@@ -38,6 +38,13 @@ pub enum UriError {
         /// The offending URI.
         uri: String,
     },
+    /// The URI has a port that is not a number from 0 to 65535
+    /// (`http://api.test:99999/`), which `http::Uri` accepts.
+    #[error("{uri:?} has a port that is not a number from 0 to 65535, so it names no origin")]
+    InvalidPort {
+        /// The offending URI.
+        uri: String,
+    },
 }
 
 impl UriError {
@@ -52,7 +59,8 @@ impl UriError {
 ///
 /// A fragment in the reference is dropped: it is never sent in a request.
 /// The result must be an `http`/`https` URI (or, when `base` itself is
-/// relative, a relative one).
+/// relative, a relative one) whose port, if any, is a number from 0 to
+/// 65535 ([`UriError::InvalidPort`] otherwise).
 ///
 /// ```
 /// use steadfast_paginate::uri::resolve;
@@ -84,9 +92,30 @@ pub fn resolve(base: &Uri, reference: &str) -> Result<Uri, UriError> {
         }
     }
     match Uri::try_from(target.as_str()) {
+        Ok(uri) if has_invalid_port(&uri) => Err(UriError::InvalidPort { uri: target }),
         Ok(uri) => Ok(uri),
         Err(source) => Err(UriError::invalid(target, source)),
     }
+}
+
+/// Whether `uri` has a port that does not fit a `u16` (`http::Uri` takes
+/// any digits, and then reports no port at all). An empty port
+/// (`http://h:/`) is the default port, as RFC 3986 §3.2.3 says.
+pub(crate) fn has_invalid_port(uri: &Uri) -> bool {
+    let Some(authority) = uri.authority() else {
+        return false;
+    };
+    let authority = authority.as_str();
+    let host_port = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, rest)| rest);
+    // An IP literal's colons are inside its brackets.
+    let after_host = host_port
+        .rfind(']')
+        .map_or(host_port, |i| &host_port[i + 1..]);
+    after_host
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| !port.is_empty() && port.parse::<u16>().is_err())
 }
 
 /// The five components of a URI reference (RFC 3986 §3); `None` is
@@ -240,12 +269,15 @@ fn remove_dot_segments(path: &str) -> String {
 /// case-insensitively with default ports filled in.
 ///
 /// A relative URI (no scheme, no authority) has the "unknown" origin, equal
-/// only to other relative URIs.
+/// only to other relative URIs. A URI whose port is not a number from 0 to
+/// 65535 (`http://api.test:99999/`) is on no origin: it matches nothing,
+/// not even itself.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Origin {
     scheme: Option<String>,
     host: Option<String>,
     port: Option<u16>,
+    invalid_port: bool,
 }
 
 impl Origin {
@@ -255,7 +287,14 @@ impl Origin {
             scheme: uri.scheme_str().map(str::to_ascii_lowercase),
             host: uri.host().map(str::to_ascii_lowercase),
             port: effective_port(uri),
+            invalid_port: has_invalid_port(uri),
         }
+    }
+
+    /// Whether the URI it was taken from has a port out of range, so that
+    /// nothing is on it.
+    pub(crate) const fn has_invalid_port(&self) -> bool {
+        self.invalid_port
     }
 
     /// Whether `uri` is on this origin (no allocation: this runs per page).
@@ -267,9 +306,11 @@ impl Origin {
                 _ => false,
             }
         }
-        same(self.scheme.as_deref(), uri.scheme_str())
+        !self.invalid_port
+            && same(self.scheme.as_deref(), uri.scheme_str())
             && same(self.host.as_deref(), uri.host())
             && self.port == effective_port(uri)
+            && !has_invalid_port(uri)
     }
 }
 
@@ -298,6 +339,7 @@ impl fmt::Display for Origin {
                     host.as_deref().unwrap_or("")
                 )?;
                 match self.port {
+                    _ if self.invalid_port => f.write_str(":<invalid port>"),
                     Some(port) => write!(f, ":{port}"),
                     None => Ok(()),
                 }

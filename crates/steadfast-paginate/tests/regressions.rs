@@ -823,3 +823,156 @@ async fn a_crawl_started_mid_collection_ends_at_the_total() {
         );
     }
 }
+
+// Review 2, finding 3: a hostile or corrupt checkpoint (counts at the top
+// of their range) overflowed the running counts, a panic in debug builds.
+#[tokio::test(start_paused = true)]
+async fn a_checkpoint_with_counts_at_their_limits_does_not_overflow() {
+    let hostile: steadfast_paginate::Checkpoint = serde_json::from_value(json!({
+        "start": "http://api.test/items",
+        "next": "http://api.test/items?page=2",
+        "skip": 1,
+        "pages": u64::MAX - 3,
+        "items": u64::MAX,
+        "strategy": {"items": u64::MAX, "page_size": u64::MAX},
+    }))
+    .unwrap();
+    for k in [1, 4] {
+        let mock = MockTransport::new();
+        uneven_page_api(&mock, &[3, 3, 3], Some(9));
+        let paginator = Paginator::builder(mock.clone(), PageNumber::new().total_at("/total"))
+            .items_at("/data")
+            .max_pages(u64::MAX)
+            .prefetch(k)
+            .build()
+            .unwrap();
+        let mut items = paginator.resume(&hostile).unwrap().items::<Value>();
+        let mut got = Vec::new();
+        while let Some(item) = items.next().await {
+            got.push(item.unwrap()["id"].as_u64().unwrap());
+            let checkpoint = items.checkpoint();
+            assert_eq!(checkpoint.items(), u64::MAX, "prefetch({k})");
+        }
+        assert_eq!(
+            got,
+            [4, 5],
+            "prefetch({k}): the strategy's total is reached"
+        );
+        let checkpoint = items.checkpoint();
+        assert!(checkpoint.is_complete(), "prefetch({k})");
+        assert_eq!(checkpoint.pages(), u64::MAX - 2, "prefetch({k})");
+    }
+}
+
+/// Follows the `next` member of the body as an absolute URI, as written: a
+/// strategy that does not go through `uri::resolve`.
+#[derive(Clone, Debug)]
+struct VerbatimNext;
+
+impl steadfast_paginate::Strategy for VerbatimNext {
+    fn next(
+        &mut self,
+        page: &steadfast_paginate::PageView<'_>,
+    ) -> Result<steadfast_paginate::Next, steadfast_paginate::StrategyError> {
+        Ok(match page.body()["next"].as_str() {
+            Some(next) => steadfast_paginate::Next::Fetch(next.parse().unwrap()),
+            None => steadfast_paginate::Next::Done,
+        })
+    }
+}
+
+// Review 2, finding 2: a port beyond 65535 (which `http::Uri` accepts, then
+// reports as absent) passed the origin check as the default port, and with
+// `allow_cross_origin(true)` credentials went to it.
+#[tokio::test(start_paused = true)]
+async fn a_port_out_of_range_is_on_another_origin() {
+    const HOSTILE: &str = "http://api.test:99999/items?page=2";
+    let mock = MockTransport::new();
+    mock.on(Route::get("/items").query("page", "2"))
+        .reply(Reply::json(200, json!({"data": page(2..3)})));
+    mock.on(Route::get("/items")).reply(
+        Reply::json(200, json!({"data": page(0..2), "next": HOSTILE}))
+            .header("link", format!("<{HOSTILE}>; rel=\"next\"")),
+    );
+
+    // A Link header target is resolved: a typed error, no request.
+    let paginator = Paginator::builder(mock.clone(), LinkHeader::new())
+        .items_at("/data")
+        .allow_cross_origin(true)
+        .build()
+        .unwrap();
+    let (got, err) = ids(paginator.start(uri("http://api.test/items")).items()).await;
+    assert_eq!(got, [0, 1]);
+    let err = err.unwrap();
+    assert!(
+        matches!(
+            err.kind(),
+            ErrorKind::Strategy(steadfast_paginate::StrategyError::Uri(
+                steadfast_paginate::uri::UriError::InvalidPort { .. }
+            ))
+        ),
+        "{err:?}"
+    );
+    mock.assert_called(1);
+
+    // Any other URI: refused as another origin...
+    let strict = Paginator::builder(mock.clone(), VerbatimNext)
+        .items_at("/data")
+        .build()
+        .unwrap();
+    let (got, err) = ids(strict.start(uri("http://api.test/items")).items()).await;
+    assert_eq!(got, [0, 1]);
+    assert!(err.as_ref().unwrap().is_cross_origin(), "{err:?}");
+
+    // ...or, when other origins are allowed, fetched without credentials.
+    let mock = MockTransport::new();
+    mock.on(Route::get("/items").query("page", "2"))
+        .reply(Reply::json(200, json!({"data": page(2..3)})));
+    mock.on(Route::get("/items")).reply(Reply::json(
+        200,
+        json!({"data": page(0..2), "next": HOSTILE}),
+    ));
+    let allowing = Paginator::builder(mock.clone(), VerbatimNext)
+        .items_at("/data")
+        .allow_cross_origin(true)
+        .header(AUTHORIZATION, HeaderValue::from_static("Bearer t"))
+        .build()
+        .unwrap();
+    let (got, err) = ids(allowing.start(uri("http://api.test/items")).items()).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(got, [0, 1, 2]);
+    let calls = mock.calls();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0].header("authorization"), Some("Bearer t"));
+    assert_eq!(calls[1].uri.port(), None, "{}", calls[1].uri);
+    assert_eq!(calls[1].header("authorization"), None);
+}
+
+// Review 2, finding 4: a body member that is valid JSON but that
+// `serde_json::Value` cannot hold (`1e400`, nesting deeper than 128) read as
+// absent, so `"total": 1e400` was ignored and the crawl went on without it.
+#[tokio::test(start_paused = true)]
+async fn an_unreadable_total_is_a_bad_value_not_an_absent_one() {
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    for total in ["1e400", deep.as_str()] {
+        let mock = MockTransport::new();
+        mock.on(Route::get("/items")).reply(Reply::bytes(
+            200,
+            format!(r#"{{"data": [{{"id": 0}}], "total": {total}}}"#),
+        ));
+        let paginator = Paginator::builder(mock.clone(), PageNumber::new().total_at("/total"))
+            .items_at("/data")
+            .build()
+            .unwrap();
+        let (got, err) = ids(paginator.start(uri("http://api.test/items")).items()).await;
+        assert_eq!(got, [0]);
+        let err = err.unwrap();
+        let ErrorKind::Strategy(source @ steadfast_paginate::StrategyError::BadValue { .. }) =
+            err.kind()
+        else {
+            panic!("{err:?}");
+        };
+        assert!(source.to_string().starts_with("body /total is"), "{source}");
+        mock.assert_called(1);
+    }
+}

@@ -80,7 +80,7 @@ impl Strategy for HasMore {
     }
 
     fn next(&mut self, page: &PageView<'_>) -> Result<Next, StrategyError> {
-        match page.lookup(&self.flag_at).as_deref() {
+        match page.lookup(&self.flag_at)?.as_deref() {
             Some(Value::Bool(false)) => return Ok(Next::Done),
             Some(Value::Bool(true)) => {}
             None => {

@@ -428,6 +428,42 @@ mod tests {
     }
 
     #[test]
+    fn a_later_start_page_counts_the_pages_before_it() {
+        // 50 items, 10 a page, started on page 3: pages 1 and 2 count as
+        // full, so page 5 holds the 50th item.
+        let mut s = PageNumber::new().total_at("/total");
+        let f = Fixture::new("/i?page=3", json!({"total": 50}), 10);
+        assert_eq!(s.next(&f.view()).unwrap(), fetch("/i?page=4"));
+        assert_eq!(s.save(), json!({"items": 30, "page_size": 10}));
+        assert_eq!(
+            s.predict(&"/i?page=4".parse().unwrap()),
+            None,
+            "nothing predicted from the estimate alone"
+        );
+        let f = Fixture::new("/i?page=4", json!({"total": 50}), 10);
+        assert_eq!(s.next(&f.view()).unwrap(), fetch("/i?page=5"));
+        let f = Fixture::new("/i?page=5", json!({"total": 50}), 10);
+        assert_eq!(s.next(&f.view()).unwrap(), Next::Done);
+
+        // A short start page is no measure of the pages before it: the
+        // estimate stays low, so no item is lost (one request too many).
+        let mut s = PageNumber::new().total_at("/total");
+        let f = Fixture::new("/i?page=5", json!({"total": 45}), 5);
+        assert_eq!(s.next(&f.view()).unwrap(), fetch("/i?page=6"));
+        // The size the server reports is used instead.
+        let mut s = PageNumber::new()
+            .total_at("/total")
+            .per_page_at("/per_page");
+        let f = Fixture::new("/i?page=5", json!({"total": 45, "per_page": 10}), 5);
+        assert_eq!(s.next(&f.view()).unwrap(), Next::Done);
+        // A restored position is not estimated again.
+        let mut s = PageNumber::new().total_at("/total");
+        s.restore(&json!({"items": 40, "page_size": 10})).unwrap();
+        let f = Fixture::new("/i?page=5", json!({"total": 45}), 5);
+        assert_eq!(s.next(&f.view()).unwrap(), Next::Done);
+    }
+
+    #[test]
     fn the_items_counted_survive_a_checkpoint() {
         let mut s = PageNumber::new().total_at("/total");
         assert_eq!(s.save(), Value::Null);

@@ -222,3 +222,40 @@ proptest! {
         prop_assert_eq!(uri.to_string(), format!("http://a.test{reference}"));
     }
 }
+
+// Review 2, finding 2: `http::Uri` takes a port beyond 65535 and then
+// reports none, so it passed the origin check as the default port.
+#[test]
+fn a_port_out_of_range_is_an_error_and_on_no_origin() {
+    let base: Uri = "http://api.test/items".parse().unwrap();
+    for reference in [
+        "http://api.test:99999/items?page=2",
+        "//api.test:65536/x",
+        "http://u@api.test:123456/",
+        "http://[::1]:70000/",
+    ] {
+        let err = resolve(&base, reference).unwrap_err();
+        assert!(matches!(err, UriError::InvalidPort { .. }), "{reference}");
+        assert!(err.to_string().contains("port"), "{err}");
+    }
+    // In range, empty (the default port), or an IP literal without one.
+    for reference in [
+        "http://api.test:65535/",
+        "http://api.test:/",
+        "http://[::1]/",
+        "http://[::1]:8080/",
+    ] {
+        assert!(resolve(&base, reference).is_ok(), "{reference}");
+    }
+
+    let hostile: Uri = "http://api.test:99999/items".parse().unwrap();
+    assert_eq!(hostile.port_u16(), None, "what http::Uri says");
+    let api = Origin::of(&base);
+    assert!(!api.matches(&hostile));
+    let elsewhere = Origin::of(&hostile);
+    assert!(!elsewhere.matches(&hostile), "not even itself");
+    assert!(!elsewhere.matches(&base));
+    assert_ne!(api, elsewhere);
+    assert_eq!(elsewhere.to_string(), "http://api.test:<invalid port>");
+    assert!(api.matches(&"http://api.test:/x".parse().unwrap()));
+}
