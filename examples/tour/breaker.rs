@@ -122,7 +122,7 @@ async fn get<T: Transport<Empty<Bytes>>>(client: &T, url: &str) -> Result<u16, S
         .send(req)
         .await
         .map(|res| res.status().as_u16())
-        .map_err(|e| e.to_string())
+        .map_err(|e| steadfast_core::Report::new(&e).to_string())
 }
 
 fn show(label: &str, result: Result<u16, String>) {

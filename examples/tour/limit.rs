@@ -194,7 +194,11 @@ async fn bulkhead(server: &FaultServer) -> Result<(), BoxError> {
                         let _ = res.into_body().collect().await; // the permit is released here
                         format!("{status} after {:.2?}", start.elapsed())
                     }
-                    Err(e) => format!("rejected after {:.2?}: {e}", start.elapsed()),
+                    Err(e) => format!(
+                        "rejected after {:.2?}: {}",
+                        start.elapsed(),
+                        steadfast_core::Report::new(&e)
+                    ),
                 };
                 (i, outcome)
             })

@@ -111,14 +111,15 @@ impl fmt::Display for Secs {
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum BreakerError<E> {
-    /// The breaker refused the call; nothing was sent. Displays as the
-    /// rejection and keeps it as `source()`, so [`BreakerOpen::find`] sees it.
-    #[error("{0}")]
+    /// The breaker refused the call; nothing was sent. The rejection, which
+    /// says for how long, is the `source()`, where [`BreakerOpen::find`]
+    /// sees it.
+    #[error("the circuit breaker refused the request")]
     Open(#[from] BreakerOpen),
-    /// The inner transport failed. Displays as the inner error and keeps it
-    /// as `source()`, so [`steadfast_core::ErrorClass::of`] still finds
-    /// connect errors and timeouts behind the breaker.
-    #[error("{0}")]
+    /// The inner transport failed. Its error is the `source()`, where
+    /// [`steadfast_core::ErrorClass::of`] still finds connect errors and
+    /// timeouts behind the breaker.
+    #[error("the transport below the circuit breaker failed")]
     Inner(#[source] E),
 }
 
@@ -192,7 +193,10 @@ mod tests {
     fn inner_errors_keep_their_chain() {
         let err: BreakerError<std::io::Error> =
             BreakerError::Inner(std::io::ErrorKind::ConnectionRefused.into());
-        assert_eq!(err.to_string(), "connection refused");
+        assert_eq!(
+            steadfast_core::error::Report::new(&err).to_string(),
+            "the transport below the circuit breaker failed: connection refused"
+        );
         assert!(err.source().is_some());
         assert_eq!(ErrorClass::of(&err), ErrorClass::Connect);
         assert_eq!(BreakerOpen::find(&err), None);

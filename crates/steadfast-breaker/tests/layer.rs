@@ -569,8 +569,9 @@ async fn per_origin_breakers_are_independent() {
     let open = err.as_open().unwrap();
     assert_eq!(&*open.key, "http://bad.test:80");
     assert_eq!(
-        err.to_string(),
-        "circuit breaker for http://bad.test:80 is open; retry in 5.0 s"
+        steadfast_core::Report::new(&err).to_string(),
+        "the circuit breaker refused the request: \
+         circuit breaker for http://bad.test:80 is open; retry in 5.0 s"
     );
     assert_eq!(
         client

@@ -190,9 +190,80 @@ impl ErrorClass {
     }
 }
 
+/// An error and its causes on one line, outermost first: `a: b: c`.
+///
+/// steadfast's wrappers follow the Rust API guidelines on error chains:
+/// each says what its own layer did (`the limiter refused the request`,
+/// `the transport below the circuit breaker failed`) and leaves what went
+/// wrong below to its `source()`, never both, so a chain reporter prints
+/// every cause once. `Report` is such a reporter, for logs and messages;
+/// anyhow's `{:#}` and eyre print the same chain. A cause whose text
+/// repeats the one before it (a wrapper of another library that prints
+/// its source as its own message) is printed once.
+///
+/// ```
+/// use steadfast_core::error::Report;
+///
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("the transport failed")]
+/// struct Wrapper(#[source] std::io::Error);
+///
+/// let err = Wrapper(std::io::ErrorKind::ConnectionRefused.into());
+/// assert_eq!(Report::new(&err).to_string(), "the transport failed: connection refused");
+/// ```
+#[derive(Clone, Copy)]
+pub struct Report<'a>(&'a (dyn StdError + 'static));
+
+impl<'a> Report<'a> {
+    /// Reports `err` and its `source()` chain.
+    pub fn new(err: &'a (dyn StdError + 'static)) -> Self {
+        Self(err)
+    }
+}
+
+impl fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut last = self.0.to_string();
+        f.write_str(&last)?;
+        let mut cur = self.0.source();
+        while let Some(e) = cur {
+            let text = e.to_string();
+            if text != last {
+                write!(f, ": {text}")?;
+                last = text;
+            }
+            cur = e.source();
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Report<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_report_prints_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("{0}")]
+        struct Echo(#[source] Outer);
+        let err = Echo(Outer(Box::new(TimeoutError::new(
+            TimeoutPhase::Read,
+            Duration::from_secs(30),
+        ))));
+        assert_eq!(
+            Report::new(&err).to_string(),
+            "outer: read timeout: gave up after 30s"
+        );
+        let lone = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(format!("{:?}", Report::new(&lone)), "connection refused");
+    }
 
     #[derive(Debug, thiserror::Error)]
     #[error("outer")]

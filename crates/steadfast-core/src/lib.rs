@@ -13,7 +13,7 @@ mod transport;
 
 pub use classify::{Classify, DefaultClassifier, Outcome};
 pub use deadline::Deadline;
-pub use error::{ConnectError, ErrorClass, TimeoutError, TimeoutPhase};
+pub use error::{ConnectError, ErrorClass, Report, TimeoutError, TimeoutPhase};
 pub use replay::{NotReplayable, ReplayBody, TryCloneBody, try_clone_request};
 pub use signals::ServerSignals;
 pub use transport::{Identity, Layer, Stack, Transport, TransportExt, TransportFn, transport_fn};

@@ -83,7 +83,7 @@ impl<S: Clone> Clone for FromTower<S> {
 /// The service's error is this error's `source()` (not hidden behind a
 /// transparent wrapper), so [`crate::ErrorClass::of`] finds it.
 #[derive(Debug, thiserror::Error)]
-#[error("tower service failed: {0}")]
+#[error("the tower service failed")]
 pub struct TowerError(#[source] BoxError);
 
 impl TowerError {
@@ -199,6 +199,7 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(ErrorClass::of(&err), ErrorClass::Reset);
-        assert!(err.to_string().starts_with("tower service failed: "));
+        assert_eq!(err.to_string(), "the tower service failed");
+        assert!(std::error::Error::source(&err).is_some());
     }
 }

@@ -15,17 +15,21 @@ use steadfast_core::{TimeoutError, TimeoutPhase};
 /// through every level: each variant is the `source()` of this error, and a
 /// bulkhead queue timeout carries a [`TimeoutError`] of phase
 /// [`TimeoutPhase::Queue`].
+///
+/// Each variant displays what the limiter did and leaves the details to
+/// its `source()` (the refusal, or the transport's error): print the whole
+/// chain with [`steadfast_core::error::Report`] (or anyhow's `{:#}`).
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum LimitError<E> {
     /// The transport below failed.
-    #[error("{0}")]
+    #[error("the transport below the limiter failed")]
     Inner(#[source] E),
     /// A rate limit or a server-requested pause would outlast the request's deadline.
-    #[error("{0}")]
+    #[error("the limiter refused the request")]
     RateLimited(#[source] RateLimited),
     /// The concurrency limit refused the request.
-    #[error("{0}")]
+    #[error("the limiter refused the request")]
     Rejected(#[source] Rejected),
 }
 
@@ -319,6 +323,12 @@ mod tests {
         let nested = LimitError::<LimitError<std::io::Error>>::Inner(rl.clone().into());
         assert_eq!(nested.rate_limited(), Some(&rl));
         assert!(nested.is_rate_limited() && !nested.is_rejected());
-        assert_eq!(nested.to_string(), rl.to_string());
+        // Each level says what it did, the refusal says why: every cause once.
+        assert_eq!(
+            steadfast_core::error::Report::new(&nested).to_string(),
+            format!(
+                "the transport below the limiter failed: the limiter refused the request: {rl}"
+            )
+        );
     }
 }
