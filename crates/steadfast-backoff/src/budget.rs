@@ -118,6 +118,9 @@ impl BudgetConfig {
         if self.window.is_zero() {
             return Err(ConfigError::Zero("budget window"));
         }
+        if u64::from(self.floor) > NANOS_PER_SEC {
+            return Err(ConfigError::BudgetFloor(self.floor));
+        }
         Ok(())
     }
 }
@@ -514,6 +517,10 @@ mod tests {
         }
         let err = RetryBudget::new_at(BudgetConfig::new().window(Duration::ZERO), t0).unwrap_err();
         assert!(err.to_string().contains("window"), "{err}");
+        // A floor past a billion a second would refuse nothing at all.
+        let err = RetryBudget::new_at(BudgetConfig::new().floor(u32::MAX), t0).unwrap_err();
+        assert_eq!(err, ConfigError::BudgetFloor(u32::MAX));
+        assert!(RetryBudget::new_at(BudgetConfig::new().floor(1_000_000_000), t0).is_ok());
     }
 
     #[test]

@@ -72,6 +72,13 @@ pub enum ConfigError {
         "retry budget ratio {0} is invalid: use a finite number of at least 0 (0.2 lets retries add 20 % load)"
     )]
     BudgetRatio(f64),
+    /// The budget floor is above a billion retries a second: the floor is
+    /// kept as nanoseconds between retries, and past that it would refuse
+    /// nothing at all.
+    #[error(
+        "retry budget floor {0} is too high: use at most 1,000,000,000 retries per second (or no budget at all)"
+    )]
+    BudgetFloor(u32),
     /// The hedge percentile is outside `(0, 1]`.
     #[error("hedge percentile {0} is invalid: use a number in (0, 1], such as 0.95")]
     Percentile(f64),

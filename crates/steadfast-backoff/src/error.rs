@@ -114,7 +114,8 @@ pub enum RetryError<E> {
     Exhausted {
         /// The last cause.
         cause: Cause<E>,
-        /// Attempts made (`max_retries + 1`, plus any hedges).
+        /// Attempts made (`max_retries + 1`, plus any hedges; fewer when
+        /// the backoff's `max_elapsed` ended the schedule first).
         attempts: u32,
     },
     /// The request may have reached the server and its method is not

@@ -570,7 +570,8 @@ impl<T, C> Retry<T, C> {
                     shared.counters.hedges.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(
                         retry.name = %shared.config.name,
-                        retry.hedge_delay_ms = delay.unwrap_or_default().as_millis() as u64,
+                        retry.hedge_delay_ms =
+                            u64::try_from(delay.unwrap_or_default().as_millis()).unwrap_or(u64::MAX),
                         "hedging request"
                     );
                     hedges = 1;
@@ -602,7 +603,7 @@ impl<T, C> Retry<T, C> {
             http.request.resend_count = resend_count,
             http.response.status_code = cause.status().map(|s| s.as_u16()),
             error.type = error_type::<E>(&cause),
-            retry.delay_ms = delay.as_millis() as u64,
+            retry.delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
             retry.from_server = from_server,
             retry.cause = %cause,
             "retrying request"

@@ -27,7 +27,8 @@
 //!    before the next rule, so a Retry-After beyond both the deadline and
 //!    `max_server_delay` is reported as the deadline it cannot fit.
 //! 6. **Server's wait too long.** A server wait above `max_server_delay`
-//!    stops at once: [`Stop::RetryAfterTooLong`].
+//!    stops at once, when it is the wait (longer than the backoff's):
+//!    [`Stop::RetryAfterTooLong`].
 //! 7. **Budget.** The retry budget must have a token:
 //!    [`Stop::BudgetExhausted`]. It is asked last, so a retry that would not
 //!    happen anyway does not spend one. The token is taken here; a caller
@@ -259,7 +260,10 @@ impl RetryState {
                 remaining: deadline.remaining_at(now),
             });
         }
+        // Only a wait the server sets is held to `max_server_delay`: a
+        // backoff longer than the server's ask is the client's own.
         if let Some(after) = input.server_delay
+            && from_server
             && after > self.max_server_delay
         {
             return Decision::Stop(Stop::RetryAfterTooLong { retry_after: after });
@@ -419,6 +423,30 @@ mod tests {
             s.decide(short, None, None, now),
             Decision::Retry {
                 delay: ms(400),
+                from_server: false,
+                token: None
+            }
+        );
+    }
+
+    #[test]
+    fn max_server_delay_holds_only_a_wait_the_server_sets() {
+        // The client's own backoff (30 s) is longer than the server's ask
+        // (20 s, above max_server_delay): the wait is the client's, and it
+        // is not refused as the server's.
+        let now = Instant::now();
+        let backoff = Backoff::constant(Duration::from_secs(30))
+            .max_delay(Duration::from_secs(60))
+            .jitter(crate::Jitter::None);
+        let mut s = RetryState::new(backoff, Duration::from_secs(10));
+        let input = Retryable {
+            server_delay: Some(Duration::from_secs(20)),
+            ..OK
+        };
+        assert_eq!(
+            s.decide(input, None, None, now),
+            Decision::Retry {
+                delay: Duration::from_secs(30),
                 from_server: false,
                 token: None
             }
