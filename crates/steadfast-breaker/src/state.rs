@@ -843,6 +843,7 @@ impl CircuitBreaker {
             rejections: self.rejections.load(Ordering::Relaxed),
             transitions: self.transitions.load(Ordering::Relaxed),
             opened: self.opened.load(Ordering::Relaxed),
+            probes_in_flight: self.lock().probes_out,
         }
     }
 
@@ -968,6 +969,9 @@ pub struct BreakerSnapshot {
     pub transitions: u64,
     /// Times the breaker opened (trips and failed half-open tests).
     pub opened: u64,
+    /// Probes out now: admitted while half-open, not yet judged, dropped or
+    /// forgotten by [`CircuitBreaker::reset`].
+    pub probes_in_flight: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -683,7 +683,15 @@ async fn an_idle_half_open_breaker_with_no_probe_out_is_evicted() {
     });
     sleep(Duration::from_secs(1)).await;
     let breaker = || registry.get("http://bad.test:80").unwrap().state();
+    let probes = || {
+        registry
+            .get("http://bad.test:80")
+            .unwrap()
+            .snapshot()
+            .probes_in_flight
+    };
     assert_eq!(breaker(), State::HalfOpen);
+    assert_eq!(probes(), 1);
     // Idle for two sweeps, but its probe is out: kept.
     sleep(Duration::from_secs(11)).await;
     registry.evict_idle(Instant::now());
@@ -693,6 +701,7 @@ async fn an_idle_half_open_breaker_with_no_probe_out_is_evicted() {
     probe.abort();
     let _ = probe.await;
     assert_eq!(breaker(), State::HalfOpen);
+    assert_eq!(probes(), 0);
     sleep(Duration::from_secs(11)).await;
     assert_eq!(registry.evict_idle(Instant::now()), 1);
     assert!(registry.is_empty());
