@@ -311,6 +311,34 @@ async fn a_cancelled_paced_request_gives_its_slot_back() {
     assert_eq!(t0.elapsed(), Duration::from_secs(1));
 }
 
+/// `total_wait` counts the time requests waited: a request cancelled
+/// while it waits gives back the part of its wait it did not wait.
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_paced_request_counts_only_the_wait_it_waited() {
+    let mock = MockTransport::new();
+    mock.on(Route::any()).reply(
+        Reply::status(200)
+            .header("x-ratelimit-remaining", "1")
+            .header("x-ratelimit-reset", "1"),
+    );
+    let layer = PacingLayer::new(PacingConfig::default());
+    let client = mock.clone().with(layer.clone());
+    client.send(get("https://api.test/")).await.unwrap();
+    client.send(get("https://api.test/")).await.unwrap(); // slot 0, next at 1 s
+    assert_eq!(layer.pacer().snapshot().total_wait, Duration::ZERO);
+    let waiting = tokio::spawn({
+        let c = client.clone();
+        async move { c.send(get("https://api.test/")).await.map(drop) }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    waiting.abort();
+    let _ = waiting.await;
+    assert_eq!(
+        layer.pacer().snapshot().total_wait,
+        Duration::from_millis(100)
+    );
+}
+
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }

@@ -65,7 +65,8 @@ impl<T, K, F> Pacing<T, K, F> {
     }
 }
 
-/// Gives a reserved slot back if the request is cancelled before it goes.
+/// Gives a reserved slot back if the request is cancelled (or refused at
+/// its deadline) before it goes, and the part of its wait not waited.
 struct SlotGuard<'a, K: Hash + Eq + Clone> {
     pacer: &'a Pacer<K>,
     key: &'a K,
@@ -75,6 +76,8 @@ struct SlotGuard<'a, K: Hash + Eq + Clone> {
 impl<K: Hash + Eq + Clone> Drop for SlotGuard<'_, K> {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
+            let now = self.pacer.nanos_since_epoch(Instant::now());
+            self.pacer.unwait(&slot, now);
             self.pacer.release(self.key, &slot);
         }
     }
@@ -169,7 +172,7 @@ async fn hold<K: Hash + Eq + Clone + Sync>(
         // standing (another key's, or this key's for other slots), or,
         // behind a probe, by the deadline.
         if limit.is_some_and(|l| now >= l) {
-            pacer.unwait(slot, now);
+            // The slot's guard gives it back, and its wait.
             return Held::Deadline(now);
         }
         // Behind a probe the slot's start is only a bound: the deadline
