@@ -250,6 +250,12 @@ impl PaceState {
     /// so a server whose pace jitters does not wake every held request on
     /// every response.
     const fn tighten(&mut self, now: u64, old: u64, new: u64) {
+        // Nothing booked ahead and no spacing pending: the new pace spaces
+        // what comes. In a pause, slots count from its end, not from the
+        // last one handed out.
+        if self.next_slot <= now || self.paused_until > now {
+            return;
+        }
         // `next_slot` is one `old` interval past the last slot handed out.
         let last = self.next_slot.saturating_sub(old);
         let booked = if last > now {
@@ -841,6 +847,13 @@ mod tests {
             2 * S + 11 * S / 10,
             "the new spacing from the last slot"
         );
+        // Nothing booked and no spacing pending: the next request goes at
+        // once under the tighter pace too.
+        let mut idle = PaceState::default();
+        idle.observe(0, 200, None, Some(&rl(10, 10)), &c);
+        idle.reserve(0, None).unwrap();
+        idle.observe(3 * S, 200, None, Some(&rl(2, 10)), &c);
+        assert_eq!(idle.reserve(3 * S, None).unwrap().start(), 3 * S);
         // A looser pace keeps every slot, and its spacing starts after them.
         let mut q = PaceState::default();
         q.observe(0, 200, None, Some(&rl(2, 10)), &c); // one per 5 s
