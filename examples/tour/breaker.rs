@@ -1,6 +1,7 @@
 //! Chapter: the circuit breaker opens on a failing route, fails fast while
 //! open, probes, and closes when the route heals.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -18,6 +19,10 @@ use crate::say::{detail, line};
 pub(crate) async fn run(server: &FaultServer) -> Result<(), BoxError> {
     let hyper = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let started = Instant::now();
+    // The callback runs while the request that caused the transition is
+    // still in flight: its lines wait until that request's own is printed.
+    let transitions = Transitions::default();
+    let record = transitions.clone();
     let config = BreakerConfig::builder()
         .name("tour")
         .consecutive_failures(3)
@@ -30,8 +35,8 @@ pub(crate) async fn run(server: &FaultServer) -> Result<(), BoxError> {
                 .break_duration
                 .map(|d| format!(", break {} ms", d.as_millis()))
                 .unwrap_or_default();
-            detail(
-                &format!("  ⇢ at {:>4} ms", started.elapsed().as_millis()),
+            record.push(
+                format!("  ⇢ at {:>4} ms", started.elapsed().as_millis()),
                 format!("{} → {} ({}{pause})", t.from, t.to, t.reason),
             );
         })
@@ -46,10 +51,11 @@ pub(crate) async fn run(server: &FaultServer) -> Result<(), BoxError> {
     let hits_at_start = server.hits("/flaky");
     let hits = || server.hits("/flaky") - hits_at_start;
     line("One breaker per origin (scheme://host:port); it opens after 3 failures in a row.");
+    line("⇢ marks a state change, timed from the start of this chapter.");
     line("GET /flaky, which fails four times and then heals:");
 
     for i in 1..=3 {
-        show(&format!("#{i}"), get(&client, &url).await);
+        show(&transitions, &format!("#{i}"), get(&client, &url).await);
     }
 
     line("");
@@ -57,7 +63,7 @@ pub(crate) async fn run(server: &FaultServer) -> Result<(), BoxError> {
     let before = hits();
     let t = Instant::now();
     for i in 4..=8 {
-        show(&format!("#{i}"), get(&client, &url).await);
+        show(&transitions, &format!("#{i}"), get(&client, &url).await);
     }
     detail(
         "server hits",
@@ -72,14 +78,14 @@ pub(crate) async fn run(server: &FaultServer) -> Result<(), BoxError> {
     line("");
     line("After the break one probe goes out; it still fails, so the break doubles.");
     tokio::time::sleep(Duration::from_millis(260)).await;
-    show("probe", get(&client, &url).await);
-    show("next", get(&client, &url).await);
+    show(&transitions, "probe", get(&client, &url).await);
+    show(&transitions, "next", get(&client, &url).await);
 
     line("");
     line("After the longer break the probe finds the route healed: closed again.");
     tokio::time::sleep(Duration::from_millis(510)).await;
     for label in ["probe", "next", "next"] {
-        show(label, get(&client, &url).await);
+        show(&transitions, label, get(&client, &url).await);
     }
 
     let key = format!("http://{}", server.addr());
@@ -107,9 +113,36 @@ pub(crate) async fn run(server: &FaultServer) -> Result<(), BoxError> {
             snap.rejections
         ),
     );
-    line("A rejection is BreakerOpen { key, retry_after }: a retry layer outside the");
-    line("breaker maps it to Outcome::Retryable { after: Some(retry_after) }.");
+    line("A rejection is BreakerOpen { key, retry_after }. A retry layer outside the");
+    line("breaker stops on it by default; give it a classifier that calls");
+    line("open.outcome() (Outcome::Retryable { after: Some(retry_after) }) to wait");
+    line("out the break instead.");
     Ok(())
+}
+
+/// Transitions reported while a request was in flight, printed after it.
+#[derive(Clone, Default)]
+struct Transitions(Arc<Mutex<Vec<(String, String)>>>);
+
+impl Transitions {
+    fn push(&self, key: String, value: String) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((key, value));
+    }
+
+    fn print(&self) {
+        let lines = std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for (key, value) in lines {
+            detail(&key, value);
+        }
+    }
 }
 
 /// Sends one GET; a rejection or a transport error becomes its message.
@@ -125,9 +158,11 @@ async fn get<T: Transport<Empty<Bytes>>>(client: &T, url: &str) -> Result<u16, S
         .map_err(|e| steadfast_core::Report::new(&e).to_string())
 }
 
-fn show(label: &str, result: Result<u16, String>) {
+/// Prints a request's result, then the transitions it caused.
+fn show(transitions: &Transitions, label: &str, result: Result<u16, String>) {
     match result {
         Ok(status) => detail(label, format!("{status} from the server")),
         Err(e) => detail(label, e),
     }
+    transitions.print();
 }

@@ -8,7 +8,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use steadfast_core::signals::ServerSignals;
-use steadfast_core::{Classify, DefaultClassifier, Transport, transport_fn};
+use steadfast_core::{Classify, DefaultClassifier, Outcome, Transport, transport_fn};
 use steadfast_testkit::{FaultServer, MockTransport, Reply, Route};
 
 use crate::BoxError;
@@ -34,8 +34,9 @@ pub(crate) async fn run(server: &FaultServer) -> Result<(), BoxError> {
         if let Some(v) = res.headers().get("retry-after") {
             detail("Retry-After", v.to_str()?);
         }
-        detail("classified as", format!("{outcome:?}"));
+        detail("classified as", outcome_text(&outcome));
     }
+    line("(An HTTP-date has whole seconds: \"retry after 3 s\" sent as a date reads as 3 to 4 s.)");
 
     line("");
     line(format!(
@@ -54,14 +55,16 @@ pub(crate) async fn run(server: &FaultServer) -> Result<(), BoxError> {
         detail(
             &format!("#{i}: {}", res.status().as_u16()),
             format!(
-                "remaining {}/{}, reset in {:?}, retry after {:?}",
+                "remaining {}/{}, reset in {}, retry after {}",
                 rl.remaining(),
                 rl.limit().unwrap_or_default(),
-                rl.reset(),
-                signals.retry_after()
+                secs(rl.reset()),
+                signals.retry_after().map_or_else(|| "-".to_owned(), secs)
             ),
         );
     }
+
+    line("(The headers count whole seconds: a wait under one second is sent as 1 s.)");
 
     let vendor = "/headers?x-ratelimit-limit=500&x-ratelimit-remaining=0&x-ratelimit-reset=6m0s";
     let res = transport
@@ -69,7 +72,12 @@ pub(crate) async fn run(server: &FaultServer) -> Result<(), BoxError> {
         .await?;
     let signals = ServerSignals::from_headers(res.headers(), SystemTime::now());
     line("Vendor headers (X-RateLimit-Reset: 6m0s, Go duration form):");
-    detail("retry delay", format!("{:?}", signals.retry_delay()));
+    detail(
+        "retry delay",
+        signals
+            .retry_delay()
+            .map_or_else(|| "none".to_owned(), secs),
+    );
 
     line("");
     line("MockTransport, scripted: 503 with Retry-After twice, then 200 JSON.");
@@ -100,4 +108,23 @@ pub(crate) async fn run(server: &FaultServer) -> Result<(), BoxError> {
     line("A typo in the path gets an error that names the closest route:");
     detail("error", err);
     Ok(())
+}
+
+/// A classifier's verdict, in words.
+fn outcome_text(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Retryable { after: Some(after) } => {
+            format!(
+                "retryable, after {} (the server's Retry-After)",
+                secs(*after)
+            )
+        }
+        Outcome::Retryable { after: None } => "retryable, after the backoff".to_owned(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Seconds, to a tenth.
+fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
 }

@@ -44,7 +44,12 @@ impl HostObserver for Printer {
         detail("acquire_started", "waiting for a connection");
     }
     fn acquire_finished(&self, wait: Duration, result: Acquired) {
-        detail("acquire_finished", format!("{result:?} after {wait:.1?}"));
+        let what = match result {
+            Acquired::New(id) => format!("new {id}"),
+            Acquired::Reused(id) => format!("reused {id}"),
+            other => format!("{other:?}"),
+        };
+        detail("acquire_finished", format!("{what} after {wait:.1?}"));
     }
     fn connection_released(&self, id: ConnectionId, held: Duration) {
         detail("connection_released", format!("{id} held {held:.1?}"));
@@ -53,7 +58,10 @@ impl HostObserver for Printer {
         detail("connection_opened", id);
     }
     fn connection_closed(&self, id: ConnectionId, lifetime: Duration) {
-        detail("connection_closed", format!("{id} after {lifetime:.1?}"));
+        detail(
+            "connection_closed",
+            format!("{id}, open for {lifetime:.1?} in all"),
+        );
     }
 }
 
@@ -104,6 +112,8 @@ async fn timeouts(server: &FaultServer) -> Result<(), BoxError> {
         "Timeouts: each phase fires and says which it was, and whether the server may have seen the request.",
     );
     let short = Duration::from_millis(200);
+    line("Short limits so the tour need not wait: connect and read timeouts 200 ms here");
+    line("(defaults 5 s and 30 s), then one connection slot with a 100 ms pool wait.");
     let t = HyperTransport::builder()
         .connect_timeout(short)
         .read_timeout(short)
@@ -148,7 +158,7 @@ async fn timeouts(server: &FaultServer) -> Result<(), BoxError> {
         .collect()
         .await
         .expect_err("frames are late");
-    show("read (frames 1 s)", &err);
+    show("read (body frames 1 s)", &err);
 
     // The only slot is busy with a slow request: a request whose deadline is
     // shorter than the pool wait gives up first.
@@ -156,7 +166,7 @@ async fn timeouts(server: &FaultServer) -> Result<(), BoxError> {
     let mut req = get(&server.url("/status/200"));
     Deadline::after(Duration::from_millis(50)).apply(&mut req);
     let err = one.send(req).await.expect_err("no slot in 50 ms");
-    show("total, no slot yet", &err);
+    show("deadline 50 ms", &err);
     let _ = busy.await?;
 
     let busy = occupy(&one, server, 400).await;

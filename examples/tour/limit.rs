@@ -167,7 +167,8 @@ where
 /// A bulkhead: 2 in flight, 2 queued, the rest refused at once.
 async fn bulkhead(server: &FaultServer) -> Result<(), BoxError> {
     line("");
-    line("A bulkhead (2 in flight, queue of 2) in front of /slow?ms=300, 6 requests at once:");
+    line("A bulkhead (2 in flight, queue of 2) in front of /slow?ms=300, 6 requests 5 ms apart,");
+    line("each timed from its own start:");
     let bulkhead = ConcurrencyLimitLayer::new(
         ConcurrencyConfig::builder()
             .max_in_flight(2)
@@ -179,12 +180,12 @@ async fn bulkhead(server: &FaultServer) -> Result<(), BoxError> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let guarded =
         transport_fn(move |req: Request<Empty<Bytes>>| client.request(req)).with(bulkhead.clone());
-    let start = Instant::now();
     let tasks: Vec<_> = (0..6)
         .map(|i| {
             let (guarded, url) = (guarded.clone(), server.url("/slow?ms=300"));
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(5 * i)).await; // arrive in order
+                let start = Instant::now();
                 let result = guarded
                     .send(Request::get(url).body(Empty::new()).unwrap())
                     .await;

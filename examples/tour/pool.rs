@@ -40,9 +40,10 @@ pub(crate) async fn run(server: &FaultServer) -> Result<(), BoxError> {
 
     line("");
     line(format!(
-        "A burst: {REQUESTS} GETs, {CONCURRENCY} at a time, 10 % each dropped before sending,"
+        "A burst: {REQUESTS} GETs, {CONCURRENCY} at a time. 10 % are dropped before they are sent,"
     ));
-    line("while waiting for the response head, and half-way through the body:");
+    line("10 % 5 ms after (most still waiting for a connection, the others for a head that");
+    line("takes 20 ms), and 10 % half-way through the body:");
     let cancelled = burst(&transport, server).await;
     // Connections killed by a cancellation close in the background.
     for _ in 0..100 {
@@ -85,8 +86,14 @@ pub(crate) async fn run(server: &FaultServer) -> Result<(), BoxError> {
 
     line("");
     line("The leak detector: a response whose body nobody reads holds its connection.");
+    let threshold = Duration::from_millis(300);
+    line(format!(
+        "Threshold here {} ms (default {} s), so the tour need not wait a minute:",
+        threshold.as_millis(),
+        steadfast_pool::DEFAULT_LEAK_THRESHOLD.as_secs()
+    ));
     let detector = LeakDetector::builder(stats.clone())
-        .threshold(Duration::from_millis(300))
+        .threshold(threshold)
         .build()?;
     let forgotten = transport.send(get(&server.url("/bytes/4096"))).await?;
     tokio::time::sleep(Duration::from_millis(350)).await;
@@ -95,10 +102,10 @@ pub(crate) async fn run(server: &FaultServer) -> Result<(), BoxError> {
         detail(
             "found",
             format!(
-                "{} on {}, in use for {:?}",
+                "{} on {}, in use for {}",
                 held.connection,
                 held.host,
-                round(held.age)
+                ms(held.age)
             ),
         );
     }
@@ -201,9 +208,9 @@ fn show(h: &HostSnapshot) {
     detail(
         "wait for a connection",
         format!(
-            "p50 {:?}, p99 {:?}",
-            round(h.acquire_wait.p50),
-            round(h.acquire_wait.p99)
+            "p50 {}, p99 {} (histogram estimates, within 25 %)",
+            ms(h.acquire_wait.p50),
+            ms(h.acquire_wait.p99)
         ),
     );
     detail(
@@ -212,8 +219,13 @@ fn show(h: &HostSnapshot) {
     );
 }
 
-fn round(d: Duration) -> Duration {
-    Duration::from_micros(d.as_micros() as u64)
+/// Milliseconds, to the precision the numbers have.
+fn ms(d: Duration) -> String {
+    if d >= Duration::from_millis(10) {
+        format!("{} ms", d.as_millis())
+    } else {
+        format!("{:.1} ms", d.as_secs_f64() * 1e3)
+    }
 }
 
 fn get(url: &str) -> Request<Empty<Bytes>> {

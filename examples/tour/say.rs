@@ -5,10 +5,9 @@ use std::fmt::Display;
 /// Starts a chapter.
 pub(crate) fn chapter(number: usize, title: &str) {
     println!();
-    println!(
-        "── {number}. {title} {}",
-        "─".repeat(60usize.saturating_sub(title.len()))
-    );
+    // Every heading ruled to one width, long titles too.
+    let rule = 80usize.saturating_sub(title.chars().count() + 7).max(3);
+    println!("── {number}. {title} {}", "─".repeat(rule));
 }
 
 /// One line of narrative.

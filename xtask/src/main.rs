@@ -3,7 +3,7 @@
 //! | command | what it runs |
 //! |---|---|
 //! | `test` | fmt check, clippy (`-D warnings`, all targets, all features), every test with all features (unit, integration, doc), rustdoc with `-D warnings` |
-//! | `proptest [--cases N]` | the property tests only, with `PROPTEST_CASES=N` (default 10 000) |
+//! | `proptest [--cases N]` | the whole test suite (release, all features) with `PROPTEST_CASES=N` (default 10 000), so the property tests run more cases |
 //! | `lint` | fmt check, clippy, rustdoc |
 //! | `bench [NAME] [-- criterion args]` | the comparison benchmarks of `bench/` (all, or one) side by side with their peers |
 

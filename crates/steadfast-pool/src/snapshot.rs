@@ -208,7 +208,7 @@ impl fmt::Display for Short {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let nanos = self.0.as_nanos() as f64;
         if nanos == 0.0 {
-            return f.write_str("0");
+            return f.write_str("0s");
         }
         let (value, unit) = if nanos < 1e3 {
             (nanos, "ns")
@@ -235,7 +235,7 @@ mod tests {
     #[test]
     fn short_durations_read_well() {
         let s = |d| Short(d).to_string();
-        assert_eq!(s(Duration::ZERO), "0");
+        assert_eq!(s(Duration::ZERO), "0s");
         assert_eq!(s(Duration::from_nanos(7)), "7.00ns");
         assert_eq!(s(Duration::from_nanos(1_234)), "1.23µs");
         assert_eq!(s(Duration::from_micros(45_600)), "45.6ms");
