@@ -21,25 +21,45 @@
 //! rounds printed with its quartiles:
 //!
 //! `PAGINATE_AB=101 cargo bench -p steadfast-paginate --bench paginate`
+//!
+//! The in-process transport serves its pages for free, which magnifies the
+//! paginator's share; users paginate over HTTP. `PAGINATE_AB_LOOPBACK=<rounds>`
+//! runs the same interleaved comparison, same three contenders and same
+//! pages, over real HTTP/1.1 on loopback: a minimal hyper server on its own
+//! thread and runtime serves the pre-built page bytes by URI, and every
+//! contender sends through one bare hyper-util pooled client (keep-alive,
+//! `TCP_NODELAY`), so the transport costs all three the same. It times the
+//! whole process's on-CPU time (`CLOCK_PROCESS_CPUTIME_ID`: client and
+//! server threads, what a machine pays for the crawl), the client thread's
+//! alone, and wall time. Both variables may be set at once:
+//!
+//! `PAGINATE_AB_LOOPBACK=61 cargo bench -p steadfast-paginate --bench paginate`
 
 mod common;
 
-use std::time::Duration;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group};
 use futures_util::StreamExt as _;
 use http::{Request, Response, Uri};
-use http_body_util::Empty;
+use http_body_util::{Empty, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::de::DeserializeOwned;
 use steadfast_core::Transport;
 use steadfast_paginate::{OffsetLimit, PageNumber, Paginator, Strategy};
 use steadfast_testkit::FaultServer;
 
-use common::{Contender, Issue, Tiny, crawl, issue, tiny};
+use common::{Contender, Crawl, Issue, Tiny, crawl, issue, page_of, pages, tiny};
 
 fn overhead_for<T: DeserializeOwned + Send + 'static>(
     c: &mut Criterion,
@@ -138,12 +158,25 @@ fn prefetch(c: &mut Criterion) {
 
 criterion_group!(benches, overhead, prefetch);
 
-/// The bench thread's on-CPU time so far (`CLOCK_THREAD_CPUTIME_ID`).
-fn thread_cpu() -> Option<Duration> {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    let secs = u64::try_from(t.tv_sec).ok()?;
-    let nanos = u32::try_from(t.tv_nsec).ok()?;
-    Some(Duration::new(secs, nanos))
+/// On-CPU time so far by `clock` (`ThreadCPUTime`, `ProcessCPUTime`).
+fn cpu(clock: rustix::time::ClockId) -> Duration {
+    let t = rustix::time::clock_gettime(clock);
+    let secs = u64::try_from(t.tv_sec).unwrap_or_default();
+    let nanos = u32::try_from(t.tv_nsec).unwrap_or_default();
+    Duration::new(secs, nanos)
+}
+
+/// The clocks read around each crawl, in this order.
+const CLOCKS: [&str; 3] = ["thread on-CPU", "process on-CPU", "wall"];
+
+/// The bench thread's on-CPU time, the process's (every thread) and the
+/// wall time since `epoch`.
+fn clocks(epoch: Instant) -> [Duration; 3] {
+    [
+        cpu(rustix::time::ClockId::ThreadCPUTime),
+        cpu(rustix::time::ClockId::ProcessCPUTime),
+        epoch.elapsed(),
+    ]
 }
 
 /// First quartile, median, third quartile.
@@ -153,7 +186,74 @@ fn quartiles(v: &mut [f64]) -> (f64, f64, f64) {
     (at(0.25), at(0.5), at(0.75))
 }
 
-/// The interleaved overhead comparison; see the crate docs above.
+/// Crawls once with each contender (warm-up), then `rounds` rounds of one
+/// crawl with each, in a rotating order. Returns, for each of [`CLOCKS`]
+/// and each paginator contender, its time relative to the hand-written
+/// loop's in the same round, then the hand-written loop's own times in
+/// seconds.
+fn interleave(rounds: usize, mut run: impl FnMut(Contender)) -> [[Vec<f64>; 3]; 3] {
+    for how in Contender::ALL {
+        run(how);
+    }
+    let epoch = Instant::now();
+    let mut ratios: [[Vec<f64>; 3]; 3] = Default::default();
+    for round in 0..rounds {
+        let mut took = [[Duration::ZERO; 3]; 3];
+        for k in 0..3 {
+            let which = (round + k) % 3;
+            let before = clocks(epoch);
+            run(Contender::ALL[which]);
+            let after = clocks(epoch);
+            for (took, (after, before)) in took[which].iter_mut().zip(after.iter().zip(before)) {
+                *took = after.saturating_sub(before);
+            }
+        }
+        for (clock, ratios) in ratios.iter_mut().enumerate() {
+            let hand = took[0][clock].as_secs_f64().max(1e-9);
+            for (ratios, took) in ratios.iter_mut().zip(&took[1..]) {
+                ratios.push(took[clock].as_secs_f64() / hand);
+            }
+            ratios[2].push(hand);
+        }
+    }
+    ratios
+}
+
+/// Prints the median and quartiles of `ratios` for the clocks `shown`
+/// (indices into [`CLOCKS`]), one line per paginator contender.
+fn report(title: &str, rounds: usize, mut ratios: [[Vec<f64>; 3]; 3], shown: &[usize]) {
+    let pct = |r: f64| (r - 1.0) * 100.0;
+    let hand: Vec<String> = shown
+        .iter()
+        .map(|&clock| {
+            let (_, median, _) = quartiles(&mut ratios[clock][2]);
+            format!("{} {:.2} ms", CLOCKS[clock], median * 1e3)
+        })
+        .collect();
+    println!(
+        "{title}: {rounds} rounds; hand-written loop per crawl, median: {}; \
+         time relative to it:",
+        hand.join(", ")
+    );
+    for (i, how) in Contender::ALL[1..].iter().enumerate() {
+        let line: Vec<String> = shown
+            .iter()
+            .map(|&clock| {
+                let (q1, median, q3) = quartiles(&mut ratios[clock][i]);
+                format!(
+                    "{} median {:+.2} % (quartiles {:+.2} to {:+.2} %)",
+                    CLOCKS[clock],
+                    pct(median),
+                    pct(q1),
+                    pct(q3)
+                )
+            })
+            .collect();
+        println!("  {:<8} {}", format!("{}()", how.mode()), line.join("; "));
+    }
+}
+
+/// The interleaved overhead comparison in process; see the crate docs above.
 fn interleaved_for<T: DeserializeOwned + Send + 'static>(
     rounds: usize,
     name: &str,
@@ -163,51 +263,103 @@ fn interleaved_for<T: DeserializeOwned + Send + 'static>(
         .build()
         .unwrap();
     let crawl = crawl(item);
-    let run = |which: usize| rt.block_on(crawl.run::<T>(Contender::ALL[which]));
-    for which in 0..3 {
-        run(which); // warm up
-    }
-    let (mut cpu, mut wall) = ([vec![], vec![]], [vec![], vec![]]);
-    for round in 0..rounds {
-        let mut took = [(Duration::ZERO, Duration::ZERO); 3];
-        for k in 0..3 {
-            let which = (round + k) % 3;
-            let (cpu0, wall0) = (thread_cpu().unwrap_or_default(), std::time::Instant::now());
-            run(which);
-            took[which] = (
-                thread_cpu().unwrap_or_default().saturating_sub(cpu0),
-                wall0.elapsed(),
-            );
-        }
-        for i in 0..2 {
-            cpu[i].push(took[i + 1].0.as_secs_f64() / took[0].0.as_secs_f64().max(1e-9));
-            wall[i].push(took[i + 1].1.as_secs_f64() / took[0].1.as_secs_f64());
-        }
-    }
-    println!("{name}: {rounds} rounds, time relative to the hand-written loop:");
-    for (i, how) in Contender::ALL[1..].iter().enumerate() {
-        let contender = format!("{}()", how.mode());
-        let (c, w) = (quartiles(&mut cpu[i]), quartiles(&mut wall[i]));
-        println!(
-            "  {contender:<8} on-CPU median {:+.2} % (quartiles {:+.2} to {:+.2} %); \
-             wall median {:+.2} % ({:+.2} to {:+.2} %)",
-            (c.1 - 1.0) * 100.0,
-            (c.0 - 1.0) * 100.0,
-            (c.2 - 1.0) * 100.0,
-            (w.1 - 1.0) * 100.0,
-            (w.0 - 1.0) * 100.0,
-            (w.2 - 1.0) * 100.0,
-        );
-    }
+    let ratios = interleave(rounds, |how| rt.block_on(crawl.run::<T>(how)));
+    report(name, rounds, ratios, &[0, 2]);
+}
+
+/// Connections the loopback servers have accepted so far.
+static ACCEPTED: AtomicU64 = AtomicU64::new(0);
+
+/// Serves `pages` (by [`page_of`] the request URI) over HTTP/1.1 on
+/// 127.0.0.1 from a thread of its own with a single-threaded runtime, for
+/// as long as the process lives; returns the address.
+fn serve(pages: Arc<Vec<Bytes>>) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::Builder::new()
+        .name("loopback-server".to_owned())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    let (stream, _) = listener.accept().await.unwrap();
+                    ACCEPTED.fetch_add(1, Ordering::Relaxed);
+                    stream.set_nodelay(true).unwrap();
+                    let pages = Arc::clone(&pages);
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let body = pages[page_of(req.uri())].clone();
+                        async move { Ok::<_, Infallible>(Response::new(Full::new(body))) }
+                    });
+                    tokio::spawn(async move {
+                        // The client hanging up ends the connection.
+                        let _ = http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            });
+        })
+        .unwrap();
+    addr
+}
+
+/// The interleaved overhead comparison over loopback HTTP; see the crate
+/// docs above.
+fn loopback_for<T: DeserializeOwned + Send + 'static>(
+    rounds: usize,
+    name: &str,
+    item: fn(usize) -> serde_json::Value,
+) {
+    let addr = serve(pages(item));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client = Client(HyperClient::builder(TokioExecutor::new()).build(connector));
+    let crawl = Crawl::new(client, &format!("http://{addr}/items"));
+    let mut opened = [0; 3];
+    let ratios = interleave(rounds, |how| {
+        let before = ACCEPTED.load(Ordering::Relaxed);
+        rt.block_on(crawl.run::<T>(how));
+        opened[how as usize] += ACCEPTED.load(Ordering::Relaxed) - before;
+    });
+    let title = format!("{name} over loopback HTTP (thread = client)");
+    report(&title, rounds, ratios, &[1, 0, 2]);
+    let [hand, items, pages] = opened;
+    println!(
+        "  connections opened: hand-written {hand}, items() {items}, pages() {pages} \
+         ({} crawls each)",
+        rounds + 1
+    );
+}
+
+fn rounds(var: &str) -> Option<usize> {
+    let rounds = std::env::var(var).ok()?;
+    Some(
+        rounds
+            .parse()
+            .unwrap_or_else(|_| panic!("{var} must be a number of rounds")),
+    )
 }
 
 fn main() {
-    if let Ok(rounds) = std::env::var("PAGINATE_AB") {
-        let rounds = rounds
-            .parse()
-            .expect("PAGINATE_AB must be a number of rounds");
+    let (in_process, loopback) = (rounds("PAGINATE_AB"), rounds("PAGINATE_AB_LOOPBACK"));
+    if let Some(rounds) = in_process {
         interleaved_for::<Tiny>(rounds, "tiny items (~30 bytes)", tiny);
         interleaved_for::<Issue>(rounds, "issue-sized items (~600 bytes)", issue);
+    }
+    if let Some(rounds) = loopback {
+        loopback_for::<Tiny>(rounds, "tiny items (~30 bytes)", tiny);
+        loopback_for::<Issue>(rounds, "issue-sized items (~600 bytes)", issue);
+    }
+    if in_process.is_some() || loopback.is_some() {
         return;
     }
     benches();

@@ -2,9 +2,12 @@
 //! `examples/paginate_callgrind.rs`: 100 in-memory cursor pages of 100
 //! items, the transport serving them, the loop a user would write by hand,
 //! the loops that drain the paginator's streams, and [`Contender`], the
-//! three crawls that the overhead comparisons set side by side.
+//! three crawls that the overhead comparisons set side by side. The same
+//! pages can be served over any transport ([`Crawl::new`]), such as the
+//! bench's loopback HTTP server.
 
 use std::convert::Infallible;
+use std::error::Error as StdError;
 use std::fmt::Debug;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -13,6 +16,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt as _};
 use http::header::ACCEPT;
 use http::{HeaderValue, Request, Response, Uri};
+use http_body::Body;
 use http_body_util::{BodyExt as _, Empty, Full};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -89,8 +93,9 @@ struct Envelope<T> {
     next_cursor: Option<String>,
 }
 
-/// Cursor pages `{"data": [..], "next_cursor": "N" | null}`, built once.
-fn pages(item: fn(usize) -> serde_json::Value) -> Arc<Vec<Bytes>> {
+/// Cursor pages `{"data": [..], "next_cursor": "N" | null}`, built once;
+/// page `N` is served for `?cursor=N`, page 0 without a query.
+pub(crate) fn pages(item: fn(usize) -> serde_json::Value) -> Arc<Vec<Bytes>> {
     let pages = (0..PAGES)
         .map(|p| {
             let data: Vec<_> = (p * PER_PAGE..(p + 1) * PER_PAGE).map(item).collect();
@@ -102,42 +107,55 @@ fn pages(item: fn(usize) -> serde_json::Value) -> Arc<Vec<Bytes>> {
     Arc::new(pages)
 }
 
+/// The page a request for `uri` gets: `?cursor=N` is page `N`, no query
+/// page 0.
+pub(crate) fn page_of(uri: &Uri) -> usize {
+    uri.query()
+        .and_then(|q| q.strip_prefix("cursor="))
+        .map_or(0, |c| c.parse::<usize>().unwrap())
+}
+
 /// Serves page `cursor` (absent: 0) from memory.
 fn in_memory(pages: Arc<Vec<Bytes>>) -> impl Transport<Empty<Bytes>, Body = Full<Bytes>> {
     transport_fn(move |req: Request<Empty<Bytes>>| {
-        let page = req
-            .uri()
-            .query()
-            .and_then(|q| q.strip_prefix("cursor="))
-            .map_or(0, |c| c.parse::<usize>().unwrap());
-        let body = pages[page].clone();
+        let body = pages[page_of(req.uri())].clone();
         async move { Ok::<_, Infallible>(Response::new(Full::new(body))) }
     })
 }
 
-/// An in-memory crawl: the transport serving [`pages`] of `item`, a cursor
-/// paginator over it, where it starts and how many items it yields.
+/// A crawl of [`pages`]: the transport serving them, a cursor paginator
+/// over it, where it starts and how many items it yields.
 pub(crate) struct Crawl<Tr> {
     pub(crate) transport: Tr,
     pub(crate) paginator: Paginator<Tr, Cursor>,
+    pub(crate) base: String,
     pub(crate) start: Uri,
     pub(crate) total: u64,
 }
 
+impl<Tr: Transport<Empty<Bytes>> + Clone> Crawl<Tr> {
+    /// The crawl of [`pages`] served by `transport` at `base` (a URI without
+    /// a query).
+    pub(crate) fn new(transport: Tr, base: &str) -> Self {
+        let paginator = Paginator::builder(transport.clone(), Cursor::body("/next_cursor"))
+            .items_at("/data")
+            .build()
+            .unwrap();
+        Self {
+            transport,
+            paginator,
+            base: base.to_owned(),
+            start: base.parse().unwrap(),
+            total: (PAGES * PER_PAGE) as u64,
+        }
+    }
+}
+
+/// The in-memory crawl of [`pages`] of `item`.
 pub(crate) fn crawl(
     item: fn(usize) -> serde_json::Value,
 ) -> Crawl<impl Transport<Empty<Bytes>, Body = Full<Bytes>>> {
-    let transport = in_memory(pages(item));
-    let paginator = Paginator::builder(transport.clone(), Cursor::body("/next_cursor"))
-        .items_at("/data")
-        .build()
-        .unwrap();
-    Crawl {
-        transport,
-        paginator,
-        start: BASE.parse().unwrap(),
-        total: (PAGES * PER_PAGE) as u64,
-    }
+    Crawl::new(in_memory(pages(item)), BASE)
 }
 
 /// One way to crawl the fixture.
@@ -165,12 +183,18 @@ impl Contender {
     }
 }
 
-impl<Tr: Transport<Empty<Bytes>, Body = Full<Bytes>>> Crawl<Tr> {
+impl<Tr> Crawl<Tr>
+where
+    Tr: Transport<Empty<Bytes>>,
+    Tr::Error: Debug,
+    Tr::Body: Body<Data = Bytes> + Send + 'static,
+    <Tr::Body as Body>::Error: Debug + Into<Box<dyn StdError + Send + Sync>>,
+{
     /// Crawls every page once the way `how` does; checks that every item
     /// came through.
     pub(crate) async fn run<T: DeserializeOwned + Send + 'static>(&self, how: Contender) {
         let count = match how {
-            Contender::Hand => hand_written::<T>(&self.transport).await,
+            Contender::Hand => hand_written::<T, _>(&self.transport, &self.base).await,
             Contender::Items => {
                 count_items(self.paginator.start(self.start.clone()).items::<T>()).await
             }
@@ -182,11 +206,17 @@ impl<Tr: Transport<Empty<Bytes>, Body = Full<Bytes>>> Crawl<Tr> {
     }
 }
 
-/// The loop a user writes without a paginator.
-pub(crate) async fn hand_written<T: DeserializeOwned>(
-    transport: &impl Transport<Empty<Bytes>, Body = Full<Bytes>>,
-) -> u64 {
-    let mut uri: Uri = BASE.parse().unwrap();
+/// The loop a user writes without a paginator, from `base` (a URI without
+/// a query).
+pub(crate) async fn hand_written<T, Tr>(transport: &Tr, base: &str) -> u64
+where
+    T: DeserializeOwned,
+    Tr: Transport<Empty<Bytes>>,
+    Tr::Error: Debug,
+    Tr::Body: Body<Data = Bytes>,
+    <Tr::Body as Body>::Error: Debug,
+{
+    let mut uri: Uri = base.parse().unwrap();
     let mut count = 0;
     loop {
         let mut req = Request::new(Empty::new());
@@ -202,7 +232,7 @@ pub(crate) async fn hand_written<T: DeserializeOwned>(
             count += 1;
         }
         match page.next_cursor {
-            Some(cursor) => uri = format!("{BASE}?cursor={cursor}").parse().unwrap(),
+            Some(cursor) => uri = format!("{base}?cursor={cursor}").parse().unwrap(),
             None => return count,
         }
     }
