@@ -232,7 +232,8 @@ impl Body for HyperBody {
             }
             Poll::Ready(Some(Err(e))) => {
                 let conn = this.held.as_ref().map(|h| &*h.conn);
-                let err = failed_in_flight(&this.host, conn, Box::new(e));
+                // Reading the response broke: the connection's failure.
+                let err = failed_in_flight(&this.host, conn, false, Box::new(e));
                 this.fail(err)
             }
             Poll::Ready(None) => {

@@ -24,7 +24,8 @@ pub const DEFAULT_POOL_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle pooled connections are closed after this long (hyper-util's and
 /// reqwest's default).
 pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// Open connections per `scheme://host:port`, busy and idle together.
+/// Open connections (and connects in flight) per host, busy and idle
+/// together; see [`Builder::max_connections_per_host`].
 pub const DEFAULT_MAX_CONNECTIONS_PER_HOST: usize = 100;
 /// Idle connections kept per host: as many as may be open.
 pub const DEFAULT_POOL_MAX_IDLE_PER_HOST: usize = DEFAULT_MAX_CONNECTIONS_PER_HOST;
@@ -276,7 +277,9 @@ impl Builder {
         }
     }
 
-    /// A name for this transport, shown in its tracing events.
+    /// A name for this transport, shown as `policy.name` in its tracing
+    /// events (connection opened and closed, connect failures, pool
+    /// exhaustion, drains), as the steadfast policies show theirs.
     pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
         self.config.name = Some(name.into());
         self
@@ -305,7 +308,8 @@ impl Builder {
 
     /// Longest wait for a connection slot once `max_connections_per_host`
     /// connections are open. Default [`DEFAULT_POOL_ACQUIRE_TIMEOUT`]. Fails
-    /// with `ErrorKind::PoolTimeout { open, max }`.
+    /// with `ErrorKind::PoolTimeout { open, max }` (`open`: the slots
+    /// taken, connects in flight included).
     pub fn pool_acquire_timeout(mut self, timeout: Duration) -> Self {
         self.config.pool_acquire_timeout = timeout;
         self
@@ -328,16 +332,22 @@ impl Builder {
         self
     }
 
-    /// Most connections open at once to one `scheme://host:port`, busy and
-    /// idle together. Default [`DEFAULT_MAX_CONNECTIONS_PER_HOST`]. A slot
-    /// is freed when its connection closes, whatever happened to the
-    /// request that opened it.
+    /// Most connections open at once to one host (scheme, host and port),
+    /// busy and idle together, connects in flight included. Default
+    /// [`DEFAULT_MAX_CONNECTIONS_PER_HOST`]. A slot is freed when its
+    /// connection closes, whatever happened to the request that opened it.
+    ///
+    /// A port spelled out that is the scheme's default (`http://api:80/`,
+    /// `https://api:443/`) is stripped from the request's URI before it is
+    /// sent, so both spellings share one pool and one cap, and show as one
+    /// key, `scheme://host` (`scheme://host:port` for other ports).
     ///
     /// URLs with userinfo (`http://alice@api/`) count apart from the same
     /// host without it, or with another user, as hyper-util pools them
     /// apart: they never share a connection, so one user's idle
     /// connections must not hold the slots another's requests need. Their
-    /// pool events go to the same `scheme://host:port` key.
+    /// pool events go to the same key, whose host observer is asked for
+    /// once.
     pub fn max_connections_per_host(mut self, max: usize) -> Self {
         self.config.max_connections_per_host = max;
         self

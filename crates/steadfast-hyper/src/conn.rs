@@ -9,7 +9,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -46,11 +46,16 @@ fn next_connection_id() -> ConnectionId {
     ConnectionId(NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed))
 }
 
-/// Everything kept per pool key (`scheme://host:port`).
+/// Everything kept per pool key: the scheme and the authority, as
+/// hyper-util's pool keys its connections.
 pub(crate) struct HostState {
-    /// `scheme://host[:port]`, for messages, tracing and observers. Any
-    /// userinfo of the URI is left out: it would put credentials in logs.
+    /// `scheme://host[:port]`, for messages, tracing and observers: the
+    /// port only when it is not the scheme's default (the transport strips
+    /// an explicit `:80` or `:443`, see [`crate::transport`]). Any userinfo
+    /// of the URI is left out: it would put credentials in logs.
     pub(crate) key: Box<str>,
+    /// The transport's name ([`crate::Builder::name`]), for tracing.
+    name: Option<Arc<str>>,
     /// `host[:port]`, for `ConnectError`; no userinfo either.
     pub(crate) server: Box<str>,
     /// The authority as the pool keys it (lowercase, userinfo included, as
@@ -94,6 +99,11 @@ impl fmt::Debug for HostState {
 }
 
 impl HostState {
+    /// The transport's name, if it has one; as `policy.name` in tracing events.
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
     /// Permits taken: connections open or being opened.
     pub(crate) fn permits_in_use(&self) -> usize {
         self.max - self.slots.available_permits()
@@ -157,6 +167,11 @@ pub(crate) struct Hosts {
     first: OnceLock<Arc<HostState>>,
     map: RwLock<HostMap>,
     observer: Option<Arc<dyn PoolObserver>>,
+    /// The host observer of each key, asked once: URLs that differ only in
+    /// their userinfo are pooled (and capped) apart, as hyper-util pools
+    /// them, but share one key. Locked only when a host state is created.
+    observers: Mutex<HashMap<Box<str>, Arc<dyn HostObserver>>>,
+    name: Option<Arc<str>>,
     max: usize,
     read_timeout: Duration,
     max_body: Option<u64>,
@@ -182,6 +197,8 @@ impl Hosts {
             first: OnceLock::new(),
             map: RwLock::new(HostMap::default()),
             observer,
+            observers: Mutex::new(HashMap::new()),
+            name: config.name.clone(),
             max: config.max_connections_per_host,
             read_timeout: config.read_timeout,
             max_body: config.max_body,
@@ -223,9 +240,19 @@ impl Hosts {
         let server = without_userinfo(&auth);
         let scheme = if https { "https" } else { "http" };
         let key = format!("{scheme}://{server}");
-        let observer = self.observer.as_ref().map(|o| o.host(&key));
+        let observer = self.observer.as_ref().map(|o| {
+            let mut observers = self
+                .observers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            observers
+                .entry(key.as_str().into())
+                .or_insert_with(|| o.host(&key))
+                .clone()
+        });
         let host = Arc::new(HostState {
             key: key.into(),
+            name: self.name.clone(),
             server: server.into(),
             authority: auth.into(),
             slots: Arc::new(Semaphore::new(self.max)),
@@ -344,7 +371,10 @@ impl ConnectionInfo {
         self.0.id
     }
 
-    /// The pool key, `scheme://host:port`.
+    /// The pool key, `scheme://host[:port]`: the port only when it is not
+    /// the scheme's default, never any `user:password@` of the URL. The
+    /// same key names the host to the pool observer and in
+    /// [`crate::HyperError::host`].
     pub fn host(&self) -> &str {
         &self.0.host.key
     }
@@ -481,6 +511,7 @@ impl Conn {
             o.connection_opened(id);
         }
         tracing::debug!(
+            policy.name = host.name(),
             network.connection.id = id.0,
             server.pool = %host.key,
             network.protocol.version = if h2 { "2" } else { "1.1" },
@@ -539,6 +570,7 @@ impl Drop for Conn {
             o.connection_closed(self.shared.id, lifetime);
         }
         tracing::debug!(
+            policy.name = host.name(),
             network.connection.id = self.shared.id.0,
             server.pool = %host.key,
             lifetime_ms = lifetime.as_millis() as u64,
@@ -657,5 +689,48 @@ mod tests {
         assert_eq!(hosts.sum(HostState::permits_in_use), 0);
         assert_eq!(without_userinfo("a:b@c@host:1"), "host:1");
         assert_eq!(without_userinfo("host"), "host");
+    }
+
+    /// Counts `host()` calls per key.
+    #[derive(Debug, Default)]
+    struct Asked(std::sync::Mutex<HashMap<String, usize>>);
+
+    impl HostObserver for Asked {}
+
+    #[derive(Debug)]
+    struct AskedPool(Arc<Asked>);
+
+    impl PoolObserver for AskedPool {
+        fn host(&self, key: &str) -> Arc<dyn HostObserver> {
+            *self.0.0.lock().unwrap().entry(key.to_owned()).or_default() += 1;
+            self.0.clone()
+        }
+    }
+
+    #[test]
+    fn the_observer_is_asked_once_per_key_whatever_the_userinfo() {
+        let asked = Arc::new(Asked::default());
+        let hosts = Hosts::new(Some(Arc::new(AskedPool(asked.clone()))), &Config::default());
+        let get = |authority: &str| hosts.get(false, &authority.parse().unwrap());
+        let plain = get("api.example.test:8080");
+        let alice = get("alice:pw@api.example.test:8080");
+        let bob = get("bob@API.example.test:8080");
+        assert!(!Arc::ptr_eq(&plain, &alice) && !Arc::ptr_eq(&alice, &bob));
+        assert!(
+            Arc::ptr_eq(
+                plain.observer.as_ref().unwrap(),
+                bob.observer.as_ref().unwrap()
+            ),
+            "one host observer per key"
+        );
+        get("api.example.test:8081");
+        let asked = asked.0.lock().unwrap().clone();
+        assert_eq!(
+            asked,
+            HashMap::from([
+                ("http://api.example.test:8080".to_owned(), 1),
+                ("http://api.example.test:8081".to_owned(), 1),
+            ])
+        );
     }
 }

@@ -34,6 +34,9 @@ struct Shared {
     tls: crate::tls::Tls,
     connect_timeout: Duration,
     pool_acquire_timeout: Duration,
+    /// Every connection speaks HTTP/2 (h2c or TLS without ALPN), whatever
+    /// the handshake negotiated.
+    prior_knowledge: bool,
 }
 
 impl Connector {
@@ -54,6 +57,7 @@ impl Connector {
                 tls,
                 connect_timeout: config.connect_timeout,
                 pool_acquire_timeout: config.pool_acquire_timeout,
+                prior_knowledge: config.http2_prior_knowledge,
             }),
         }
     }
@@ -99,11 +103,11 @@ impl Shared {
         let (stream, h2) = match opened {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
-                tracing::debug!(server.pool = %host.key, error.type = ?e.kind(), "connect failed");
+                tracing::debug!(policy.name = host.name(), server.pool = %host.key, error.type = ?e.kind(), "connect failed");
                 return Err(e);
             }
             Err(_) => {
-                tracing::debug!(server.pool = %host.key, "connect timeout");
+                tracing::debug!(policy.name = host.name(), server.pool = %host.key, "connect timeout");
                 return Err(HyperError::timeout(
                     TimeoutPhase::Connect,
                     &host.key,
@@ -112,13 +116,13 @@ impl Shared {
                 ));
             }
         };
-        Ok(Conn::open(stream, host, permit, h2))
+        Ok(Conn::open(stream, host, permit, h2 || self.prior_knowledge))
     }
 
     /// The cap is reached: wait for a connection to close, up to the pool
     /// acquire timeout.
     async fn wait_for_slot(&self, host: &HostState) -> Result<OwnedSemaphorePermit, HyperError> {
-        tracing::debug!(server.pool = %host.key, max = host.max, "connection cap reached, waiting for a slot");
+        tracing::debug!(policy.name = host.name(), server.pool = %host.key, max = host.max, "connection cap reached, waiting for a slot");
         let acquire = host.slots.clone().acquire_owned();
         match tokio::time::timeout(self.pool_acquire_timeout, acquire).await {
             Ok(Ok(permit)) if host.waiting.load(Ordering::Relaxed) > 0 => Ok(permit),
@@ -126,7 +130,7 @@ impl Shared {
                 // hyper-util finishes the connects of requests that were served
                 // (or dropped) in the background; opening a connection for
                 // nobody would only churn the server.
-                tracing::trace!(server.pool = %host.key, "slot freed after every waiter was served; not connecting");
+                tracing::trace!(policy.name = host.name(), server.pool = %host.key, "slot freed after every waiter was served; not connecting");
                 Err(HyperError::new(
                     ErrorKind::Connect,
                     &host.key,
@@ -146,14 +150,16 @@ impl Shared {
     /// in the background after its request was served (every request
     /// racing an HTTP/2 connection's ALPN does this) times out for nobody.
     fn pool_timeout(&self, host: &HostState) -> HyperError {
-        let open = host.open.load(Ordering::Relaxed);
+        // Slots, not open connections: connects in flight hold slots too.
+        let taken = host.permits_in_use();
         tracing::debug!(
+            policy.name = host.name(),
             server.pool = %host.key,
-            open,
+            taken,
             max = host.max,
             "no connection slot became free within the pool acquire timeout"
         );
-        HyperError::pool_timeout(&host.key, self.pool_acquire_timeout, open, host.max)
+        HyperError::pool_timeout(&host.key, self.pool_acquire_timeout, taken, host.max)
     }
 
     /// DNS + TCP, then TLS for `https`.

@@ -84,6 +84,7 @@ pub(crate) fn body(host: &Arc<HostState>, body: Incoming, held: Option<Held>) {
             return;
         }
         tracing::debug!(
+            policy.name = host.name(),
             network.connection.id = held.as_ref().map(|h| h.conn.id.0),
             server.pool = %host.key,
             http.response.body.left = left,
@@ -160,6 +161,7 @@ impl Drop for End {
         // then the drain counts as ended, so a snapshot with every drain
         // ended has seen every release.
         tracing::debug!(
+            policy.name = self.host.name(),
             network.connection.id = self.held.as_ref().map(|h| h.conn.id.0),
             server.pool = %self.host.key,
             http.response.drained_bytes = self.read,

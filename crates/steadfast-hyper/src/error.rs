@@ -25,7 +25,9 @@ pub enum ErrorKind {
     /// Every connection slot of the host stayed taken for the whole pool
     /// acquire timeout.
     PoolTimeout {
-        /// Connections open to the host when the wait gave up.
+        /// Connection slots of the host taken when the wait gave up: its
+        /// open connections plus its connects in flight, each of which
+        /// holds a slot (see [`crate::HyperTransport::pool_permits_in_use`]).
         open: usize,
         /// The per-host cap, `max_connections_per_host`.
         max: usize,
@@ -131,10 +133,10 @@ impl HyperError {
         )
     }
 
-    /// The pool acquire timeout fired with `open` of `max` connections open.
-    pub(crate) fn pool_timeout(host: &str, limit: Duration, open: usize, max: usize) -> Self {
+    /// The pool acquire timeout fired with `taken` of `max` slots taken.
+    pub(crate) fn pool_timeout(host: &str, limit: Duration, taken: usize, max: usize) -> Self {
         Self::new(
-            ErrorKind::PoolTimeout { open, max },
+            ErrorKind::PoolTimeout { open: taken, max },
             host,
             false,
             Some(Box::new(TimeoutError::new(
@@ -149,8 +151,9 @@ impl HyperError {
         self.inner.kind
     }
 
-    /// The pool key of the request: `scheme://host:port`, without any
-    /// `user:password@` the URL carried.
+    /// The pool key of the request: `scheme://host[:port]`, the port only
+    /// when it is not the scheme's default, without any `user:password@`
+    /// the URL carried (as [`crate::ConnectionInfo::host`]).
     pub fn host(&self) -> &str {
         &self.inner.host
     }
@@ -201,7 +204,8 @@ impl fmt::Display for HyperError {
             ),
             ErrorKind::PoolTimeout { open, max } => write!(
                 f,
-                "no connection to {host} became free in time: {open} of {max} allowed connections are open and busy; \
+                "no connection to {host} became free in time: {open} of {max} connection slots are taken \
+                 (connections open or being opened); \
                  raise max_connections_per_host or pool_acquire_timeout, or send fewer requests at once"
             ),
             ErrorKind::Timeout(TimeoutPhase::Connect) => write!(

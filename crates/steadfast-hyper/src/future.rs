@@ -41,7 +41,7 @@ use steadfast_core::{Deadline, TimeoutPhase};
 use tokio::time::{Instant, Sleep};
 
 use crate::body::{Held, HyperBody};
-use crate::conn::{ConnectionInfo, HostState};
+use crate::conn::{ConnShared, ConnectionInfo, HostState};
 use crate::error::{ErrorKind, HyperError, find_in_chain};
 use crate::request::{InFlight, Progress};
 use crate::transport::failed_in_flight;
@@ -134,22 +134,19 @@ impl Active {
             Some(conn) => Some(conn),
             None => connection_info(e.connect_info()).map(|c| c.0),
         };
-        let err = match conn {
-            // hyper-util has finished: it dropped the request unless the
-            // connection still holds it.
-            Some(conn) if self.in_flight.may_have_reached_server() => {
-                failed_in_flight(self.host(), Some(&conn), Box::new(e))
-            }
-            Some(_) => failed_unsent(self.host(), e),
-            None => failed_before_assignment(self.host(), e),
-        };
+        // hyper-util has finished: it dropped the request unless the
+        // connection still holds it.
+        let reached = self.in_flight.may_have_reached_server();
+        let body_failed = self.in_flight.body_failed();
+        let err = classify(self.host(), conn.as_deref(), reached, body_failed, e);
         let result = match err.kind() {
             ErrorKind::PoolTimeout { open, max } => {
                 let host = self.host();
                 host.stats.pool_timeouts.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
+                    policy.name = host.name(),
                     server.pool = %host.key,
-                    open,
+                    taken = open,
                     max,
                     "pool exhausted: no connection slot became free in time"
                 );
@@ -394,17 +391,39 @@ fn unassigned_response(host: &HostState) -> HyperError {
     )
 }
 
-/// A failure with no connection assigned: our connector's error, or
-/// hyper-util refusing the request. Either way the request never left:
-/// hyper-util names the connection in every error that follows a handoff,
-/// and an earlier attempt it retries was handed back unsent.
+/// The error of a request hyper-util failed, typed by how far it got:
+/// `conn` is the connection it was assigned, if any, and `reached` and
+/// `body_failed` what its body saw (see [`InFlight`]).
+fn classify(
+    host: &HostState,
+    conn: Option<&ConnShared>,
+    reached: bool,
+    body_failed: bool,
+    err: hyper_util::client::legacy::Error,
+) -> HyperError {
+    // Our connector's own error, typed already. It can follow an assigned
+    // connection: hyper-util retries a request a dead pooled connection
+    // handed back unsent, and the retry's connect can fail (on HTTP/2 the
+    // capture still names the dead connection).
+    if let Some(ours) = find_in_chain::<HyperError>(&err) {
+        return ours.clone();
+    }
+    match conn {
+        Some(conn) if reached => failed_in_flight(host, Some(conn), body_failed, Box::new(err)),
+        Some(_) => failed_unsent(host, err),
+        None => failed_before_assignment(host, err),
+    }
+}
+
+/// A failure with no connection assigned, not our connector's: hyper-util
+/// refusing the request, or its connector failing otherwise. Either way the
+/// request never left: hyper-util names the connection in every error that
+/// follows a handoff, and an earlier attempt it retries was handed back
+/// unsent.
 fn failed_before_assignment(
     host: &HostState,
     err: hyper_util::client::legacy::Error,
 ) -> HyperError {
-    if let Some(ours) = find_in_chain::<HyperError>(&err) {
-        return ours.clone();
-    }
     if err.is_connect() {
         HyperError::connect(ErrorKind::Connect, &host.key, &host.server, Box::new(err))
     } else {
@@ -433,5 +452,79 @@ fn failed_unsent(host: &HostState, err: hyper_util::client::legacy::Error) -> Hy
             false,
             Some(Box::new(err)),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use http_body_util::Empty;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use steadfast_core::pool::NoopPoolObserver;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::conn::{Conn, Hosts};
+    use crate::request::RequestBody;
+
+    /// A connector that fails every connect with our own error.
+    #[derive(Clone)]
+    struct Refusing(HyperError);
+
+    impl tower_service::Service<http::Uri> for Refusing {
+        type Response = Conn;
+        type Error = HyperError;
+        type Future = std::future::Ready<Result<Conn, HyperError>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), HyperError>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Uri) -> Self::Future {
+            std::future::ready(Err(self.0.clone()))
+        }
+    }
+
+    /// hyper-util retries a request that a dead pooled connection handed
+    /// back unsent; when the retry's connect fails, the request is still
+    /// bound to the dead connection (on HTTP/2, by the capture). Our typed
+    /// error in the chain wins over "assigned but never sent".
+    #[tokio::test]
+    async fn a_failed_reconnect_after_an_assignment_keeps_our_typed_error() {
+        let hosts = Hosts::new(Some(Arc::new(NoopPoolObserver)), &Config::default());
+        let host = hosts.get(false, &"example.test".parse().unwrap());
+        let ours = HyperError::pool_timeout(&host.key, Duration::from_secs(5), 8, 8);
+        let client = Client::builder(TokioExecutor::new()).build::<_, Empty<Bytes>>(Refusing(ours));
+        let req = http::Request::get("http://example.test/")
+            .body(Empty::new())
+            .unwrap();
+        let e = client.request(req).await.unwrap_err();
+
+        let in_flight = InFlight::new(host.clone(), Instant::now(), false, None);
+        in_flight.start_waiting();
+        in_flight.start_acquire();
+        // The dead connection the first attempt was bound to...
+        let dead = crate::conn::ConnShared::for_test(host.clone(), 1);
+        in_flight.bind(&dead);
+        // ...which handed the request back unlooked at.
+        drop(RequestBody::new(in_flight.clone()));
+        let mut active = Active {
+            response: None,
+            in_flight,
+            deadline: None,
+            polled: true,
+            capture: None,
+        };
+        let (err, held) = active.failed(e);
+        assert_eq!(
+            err.kind(),
+            ErrorKind::PoolTimeout { open: 8, max: 8 },
+            "{err:?}"
+        );
+        assert!(!err.may_have_reached_server());
+        assert_eq!(host.stats.pool_timeouts.load(Ordering::Relaxed), 1);
+        assert!(held.is_some(), "the acquisition reported is released");
+        assert!(!active.in_flight.unsettled());
     }
 }

@@ -99,6 +99,8 @@ pub(crate) struct InFlight {
     never_sent: AtomicBool,
     /// A connection took the whole request: its body said it had ended.
     handed_over: AtomicBool,
+    /// The caller's body returned an error to hyper.
+    body_failed: AtomicBool,
     /// The stamp (as in `progress`) of the moment a connection took the
     /// request; zero before.
     taken: AtomicU64,
@@ -139,6 +141,7 @@ impl InFlight {
             progress: AtomicU64::new(0),
             never_sent: AtomicBool::new(false),
             handed_over: AtomicBool::new(false),
+            body_failed: AtomicBool::new(false),
             taken: AtomicU64::new(0),
             acquire: AtomicU8::new(ACQ_NONE),
             conn: Mutex::new(None),
@@ -188,6 +191,13 @@ impl InFlight {
     /// caller's behalf.
     pub(crate) fn handed_over(&self) -> bool {
         self.handed_over.load(Ordering::Acquire)
+    }
+
+    /// `true` if the caller's request body returned an error: only then is
+    /// a failure of the exchange the body's fault. Read it after hyper-util
+    /// finished with the request.
+    pub(crate) fn body_failed(&self) -> bool {
+        self.body_failed.load(Ordering::Acquire)
     }
 
     /// The future's first poll, with a pool observer: the wait for a
@@ -395,8 +405,10 @@ impl Body for RequestBody {
             .with_body(|b| Pin::new(b).poll_frame(cx))
             .unwrap_or(Poll::Ready(None));
         self.in_flight.stamp(polled.is_pending());
-        if let Poll::Ready(None) = polled {
-            self.ended();
+        match &polled {
+            Poll::Ready(None) => self.ended(),
+            Poll::Ready(Some(Err(_))) => self.in_flight.body_failed.store(true, Ordering::Release),
+            _ => {}
         }
         polled
     }

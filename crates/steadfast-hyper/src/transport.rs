@@ -72,8 +72,11 @@ pub struct TransportSnapshot {
     /// [`Builder::drain_on_cancel`]); not counted: those whose
     /// `Content-Length` said more was left than the drain allows.
     pub drains_started: u64,
-    /// Drains that read their response to the end within the limits: the
-    /// connection went back to the pool.
+    /// Drains that read their response to the end within the limits. On
+    /// HTTP/1 that puts the connection back into the pool, unless the
+    /// response said `Connection: close`; a response that turned out to be
+    /// HTTP/2 counts here once its head came (its stream is reset, and the
+    /// connection was never at stake).
     pub drains_succeeded: u64,
     /// Drains that gave up (too large, too slow, or the exchange failed):
     /// the connection closed. Running drains are the started ones not yet
@@ -191,6 +194,10 @@ impl Inner {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        // Checked on every request (a look for the port), rewritten rarely.
+        if let Some(uri) = without_default_port(req.uri()) {
+            *req.uri_mut() = uri;
+        }
         let host = match self.host_of(req.uri()) {
             Ok(host) => host,
             Err(e) => return ResponseFuture::failed(e),
@@ -264,28 +271,58 @@ impl Inner {
     }
 }
 
+/// `uri` without its port when the port is the scheme's default (`http`
+/// and 80, `https` and 443); `None` when there is nothing to strip.
+///
+/// hyper-util pools `http://h/` and `http://h:80/` apart: without this, the
+/// two spellings of one server would get two pools, and two per-host caps.
+/// Stripped, they share both, and one key (`http://h`). Userinfo stays.
+fn without_default_port(uri: &Uri) -> Option<Uri> {
+    let authority = uri.authority()?;
+    let port = authority.port_u16()?;
+    let default = match uri.scheme_str()? {
+        "http" => 80,
+        "https" => 443,
+        _ => return None,
+    };
+    if port != default {
+        return None;
+    }
+    let (stripped, _) = authority.as_str().rsplit_once(':')?;
+    let mut parts = uri.clone().into_parts();
+    parts.authority = Some(stripped.parse().ok()?);
+    Uri::from_parts(parts).ok()
+}
+
 /// A failure after the request was handed to a connection: it may have
 /// reached the server. Tells a broken write from a broken read by which
 /// direction of the socket failed first, and makes sure the chain holds an
 /// `io::Error` that [`steadfast_core::ErrorClass`] reads as a reset.
+///
+/// `body_failed`: the caller's request body returned an error (see
+/// [`InFlight::body_failed`]); only then is the failure the body's. hyper
+/// raises other "user" errors with a cause, such as `DispatchGone` when the
+/// task driving the connection is dropped mid-request (its runtime shut
+/// down): those are the connection's failures.
 pub(crate) fn failed_in_flight(
     host: &HostState,
     conn: Option<&ConnShared>,
+    body_failed: bool,
     err: BoxError,
 ) -> HyperError {
+    if body_failed {
+        // Over HTTP/1 hyper passes the body's error on; over HTTP/2 it
+        // resets the stream, and the reset is what comes back.
+        return HyperError::new(ErrorKind::RequestBody, &host.key, true, Some(err));
+    }
     let hyper_err = find_in_chain::<hyper::Error>(&*err);
     if let Some(h) = hyper_err {
         if h.is_parse() || h.is_parse_status() {
             return HyperError::new(ErrorKind::Protocol, &host.key, true, Some(err));
         }
-        if h.is_user() {
-            use std::error::Error as _;
-            let kind = if h.source().is_some() {
-                ErrorKind::RequestBody
-            } else {
-                ErrorKind::InvalidRequest
-            };
-            return HyperError::new(kind, &host.key, true, Some(err));
+        // Other "user" errors with a cause are the connection's (see above).
+        if h.is_user() && std::error::Error::source(h).is_none() {
+            return HyperError::new(ErrorKind::InvalidRequest, &host.key, true, Some(err));
         }
     }
     let kind = if conn.is_some_and(ConnShared::write_failed) {
@@ -304,4 +341,36 @@ pub(crate) fn failed_in_flight(
         Box::new(std::io::Error::new(io_kind, err))
     };
     HyperError::new(kind, &host.key, true, Some(source))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_default_port_spelled_out_is_stripped() {
+        let strip = |uri: &str| without_default_port(&uri.parse().unwrap()).map(|u| u.to_string());
+        assert_eq!(
+            strip("http://h:80/a?b=1").as_deref(),
+            Some("http://h/a?b=1")
+        );
+        assert_eq!(strip("https://h:443/").as_deref(), Some("https://h/"));
+        assert_eq!(
+            strip("http://u:p@h:80/").as_deref(),
+            Some("http://u:p@h/"),
+            "userinfo stays"
+        );
+        assert_eq!(strip("http://[::1]:80/").as_deref(), Some("http://[::1]/"));
+        assert_eq!(strip("http://h:080/").as_deref(), Some("http://h/"));
+        for kept in [
+            "http://h/",
+            "http://h:443/",
+            "https://h:80/",
+            "http://h:8080/",
+            "/path",
+            "http://[::1]/",
+        ] {
+            assert_eq!(strip(kept), None, "{kept}");
+        }
+    }
 }

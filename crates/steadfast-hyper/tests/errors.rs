@@ -353,3 +353,135 @@ async fn request_bodies_of_every_kind_are_sent() {
     let res = t.send(get(&server.url("/echo"))).await.unwrap();
     assert_eq!(echo(res).await, "");
 }
+
+/// A request body that sends one chunk, then fails.
+struct FailingBody(bool);
+
+impl http_body::Body for FailingBody {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let first = !std::mem::replace(&mut self.0, true);
+        std::task::Poll::Ready(Some(if first {
+            Ok(http_body::Frame::data(bytes::Bytes::from_static(b"chunk")))
+        } else {
+            Err(std::io::Error::other("the caller's body broke"))
+        }))
+    }
+}
+
+fn protocols() -> Vec<(&'static str, steadfast_hyper::Builder)> {
+    vec![
+        ("HTTP/1.1", transport()),
+        #[cfg(feature = "http2")]
+        ("h2c", transport().http2_prior_knowledge()),
+    ]
+}
+
+#[tokio::test]
+async fn a_failing_request_body_is_a_request_body_error() {
+    let server = FaultServer::start().await;
+    for (protocol, builder) in protocols() {
+        let t = builder.build().unwrap();
+        let req = http::Request::post(server.url("/echo"))
+            .body(FailingBody(false))
+            .unwrap();
+        let err = t.send(req).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::RequestBody, "{protocol}: {err:?}");
+        assert!(err.may_have_reached_server(), "{protocol}");
+    }
+}
+
+/// hyper reports a connection whose task was dropped mid-request (its
+/// runtime shut down: a transport shared with a runtime that is gone) as
+/// a "user" error with a cause, like a failing request body. It is the
+/// connection's failure: a broken read that may have reached the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_dropped_with_its_runtime_is_a_read_error_not_the_bodys() {
+    let server = FaultServer::start().await;
+    for (protocol, builder) in protocols() {
+        let t = builder.build().unwrap();
+        let (pooled_tx, pooled_rx) = tokio::sync::oneshot::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        // Runtime A opens the connection (its task lives there) and pools it.
+        let runtime_a = std::thread::spawn({
+            let t = t.clone();
+            let url = server.url("/status/200");
+            move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    let res = t.send(get(&url)).await.unwrap();
+                    read_all(res.into_body()).await.unwrap();
+                    pooled_tx.send(()).unwrap();
+                    let _ = stop_rx.await;
+                });
+                // Drops the connection's task, in the middle of B's request.
+                drop(rt);
+            }
+        });
+        pooled_rx.await.unwrap();
+        let before = server.hits("/slow");
+        // Runtime B (this test's) sends over the pooled connection.
+        let slow = tokio::spawn({
+            let t = t.clone();
+            let url = server.url("/slow?ms=3000");
+            async move { t.send(get(&url)).await }
+        });
+        while server.hits("/slow") == before {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop_tx.send(()).unwrap();
+        let err = slow.await.unwrap().unwrap_err();
+        tokio::task::spawn_blocking(move || runtime_a.join().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(err.kind(), ErrorKind::Read, "{protocol}: {err:?}");
+        assert!(err.may_have_reached_server(), "{protocol}");
+        assert_eq!(
+            ErrorClass::of(&err),
+            ErrorClass::Reset,
+            "{protocol}: {err:?}"
+        );
+    }
+}
+
+/// Connects in flight hold slots too: a pool timeout while every slot is
+/// taken by a connect still says the cap is full.
+#[tokio::test]
+async fn pool_timeout_counts_the_slots_connects_hold() {
+    let hole = common::blackhole().await;
+    let t = transport()
+        .max_connections_per_host(2)
+        .connect_timeout(Duration::from_secs(30))
+        .pool_acquire_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let url = format!("http://{}/", hole.addr);
+    let connecting: Vec<_> = (0..2)
+        .map(|_| {
+            let (t, url) = (t.clone(), url.clone());
+            tokio::spawn(async move { t.send(get(&url)).await })
+        })
+        .collect();
+    while t.pool_permits_in_use() < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let err = t.send(get(&url)).await.unwrap_err();
+    assert_eq!(t.snapshot().connections_open, 0, "nothing connected yet");
+    assert_eq!(
+        err.kind(),
+        ErrorKind::PoolTimeout { open: 2, max: 2 },
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("2 of 2"), "{err}");
+    for c in connecting {
+        c.abort();
+    }
+}

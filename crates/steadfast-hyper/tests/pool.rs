@@ -419,3 +419,44 @@ async fn build_creates_pool_stats_unless_another_observer_is_chosen() {
     drop(res);
     assert_eq!(rec.check_protocol().released, 1);
 }
+
+/// `http://h/` and `http://h:80/` are one server: the default port spelled
+/// out is stripped before hyper-util pools the request, so both spellings
+/// share one pool, one cap and one key, and the observer is asked once.
+/// Userinfo still pools apart, under the same key.
+#[tokio::test]
+async fn a_default_port_spelled_out_is_the_same_host() {
+    let rec = Recorder::new();
+    let t = HyperTransport::builder()
+        .connect_timeout(Duration::from_millis(300))
+        .pool_observer(common::observer(&rec))
+        .build()
+        .unwrap();
+    // Nothing needs to answer on port 80: the keys are what is checked.
+    for url in [
+        "http://127.0.0.1:80/a",
+        "http://127.0.0.1/b",
+        "http://user:pw@127.0.0.1:80/c",
+        "http://127.0.0.1:443/d",
+    ] {
+        let host = match t.send(get(url)).await {
+            Ok(res) => res
+                .extensions()
+                .get::<ConnectionInfo>()
+                .unwrap()
+                .host()
+                .to_owned(),
+            Err(e) => e.host().to_owned(),
+        };
+        let want = if url.contains(":443") {
+            "http://127.0.0.1:443"
+        } else {
+            "http://127.0.0.1"
+        };
+        assert_eq!(host, want, "{url}");
+    }
+    let asked = rec.hosts_asked();
+    assert_eq!(asked.get("http://127.0.0.1"), Some(&1), "{asked:?}");
+    assert_eq!(asked.get("http://127.0.0.1:443"), Some(&1), "{asked:?}");
+    assert_eq!(asked.len(), 2, "{asked:?}");
+}
