@@ -32,12 +32,13 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::config::ConfigError;
+use crate::sync::AtomicU64;
 
 /// Default share of extra load retries may add: 20 %.
 pub const DEFAULT_BUDGET_RATIO: f64 = 0.2;
@@ -186,7 +187,12 @@ pub enum Withdrawal {
     /// The ratio balance: deposits from requests, fading over the window.
     Ratio,
     /// The per-second floor.
-    Floor,
+    Floor {
+        /// When the token's place in the floor's schedule ends. A refund
+        /// after it gives nothing back: the floor has refilled past the
+        /// token by then, so it no longer holds back any later retry.
+        until: Instant,
+    },
 }
 
 /// Counters of a [`RetryBudget`].
@@ -252,10 +258,10 @@ impl RetryBudget {
         let now_ns = s.nanos_since_epoch(now);
         let paid = if s.withdraw_ratio(now_ns) {
             Some(Withdrawal::Ratio)
-        } else if s.withdraw_floor(now_ns) {
-            Some(Withdrawal::Floor)
         } else {
-            None
+            s.withdraw_floor(now_ns).map(|tat| Withdrawal::Floor {
+                until: s.instant_of(tat),
+            })
         };
         let counter = if paid.is_some() {
             &s.withdrawn
@@ -270,9 +276,16 @@ impl RetryBudget {
     /// that was not sent after all (the request was cancelled while it
     /// waited), to the pool that paid it, so the bound on retries still
     /// holds: every refund matches a withdrawal that did not become a
-    /// retry. A floor token is only good within the floor's one-second
-    /// burst, as if it had not been taken: it does not bank.
+    /// retry. A floor token goes back as if it had not been taken, while
+    /// its place in the floor's schedule has not passed (see
+    /// [`Withdrawal::Floor`]); it does not bank. Reads the clock: see
+    /// [`RetryBudget::refund_at`].
     pub fn refund(&self, paid: Withdrawal) {
+        self.refund_at(paid, Instant::now());
+    }
+
+    /// [`RetryBudget::refund`] at `now`.
+    pub fn refund_at(&self, paid: Withdrawal, now: Instant) {
         let s = &*self.state;
         match paid {
             Withdrawal::Ratio => {
@@ -282,9 +295,12 @@ impl RetryBudget {
                         Some((f64::from_bits(bits) + 1.0).to_bits())
                     });
             }
-            Withdrawal::Floor if s.config.floor > 0 => {
-                // A withdrawal counts from `max(tat, now)`: a `tat` moved
-                // back below now gives nothing beyond a full bucket.
+            // Past its place, the token holds nothing back: later
+            // withdrawals counted from `now`, not from it.
+            Withdrawal::Floor { until } if s.config.floor > 0 && now < until => {
+                // Before it, no withdrawal since jumped ahead to its own
+                // `now` (the schedule ran past `now` all along): taking one
+                // interval off is as if the token had not been taken.
                 let interval = NANOS_PER_SEC / u64::from(s.config.floor);
                 let _ = s
                     .floor_tat
@@ -292,7 +308,7 @@ impl RetryBudget {
                         Some(tat.saturating_sub(interval))
                     });
             }
-            Withdrawal::Floor => {}
+            Withdrawal::Floor { .. } => {}
         }
         let _ = s
             .withdrawn
@@ -325,6 +341,10 @@ impl RetryBudget {
 }
 
 impl State {
+    fn instant_of(&self, nanos: u64) -> Instant {
+        self.epoch + Duration::from_nanos(nanos)
+    }
+
     fn nanos_since_epoch(&self, now: Instant) -> u64 {
         u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
     }
@@ -370,16 +390,17 @@ impl State {
         }
     }
 
-    fn withdraw_floor(&self, now_ns: u64) -> bool {
+    /// The floor's schedule after this withdrawal, if it allows one.
+    fn withdraw_floor(&self, now_ns: u64) -> Option<u64> {
         if self.config.floor == 0 {
-            return false;
+            return None;
         }
         let interval = NANOS_PER_SEC / u64::from(self.config.floor);
         let mut tat = self.floor_tat.load(Ordering::Acquire);
         loop {
             let next = tat.max(now_ns).saturating_add(interval);
             if next - now_ns > NANOS_PER_SEC {
-                return false;
+                return None;
             }
             match self.floor_tat.compare_exchange_weak(
                 tat,
@@ -387,7 +408,7 @@ impl State {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => return true,
+                Ok(_) => return Some(next),
                 Err(current) => tat = current,
             }
         }
@@ -475,10 +496,29 @@ mod tests {
             let taken: Vec<_> = std::iter::from_fn(|| b.withdraw(now)).collect();
             assert_eq!(taken.len(), 10, "second {s}");
             for paid in taken {
-                b.refund(paid);
+                b.refund_at(paid, now);
             }
         }
         assert_eq!(drain(&b, t0 + Duration::from_secs(100)), 10);
+    }
+
+    /// A floor token refunded after its place in the schedule has passed
+    /// (the bucket refilled meanwhile) gives nothing back: credited to the
+    /// current second, it would let more than the floor through at once.
+    #[test]
+    fn a_late_floor_refund_gives_nothing_back() {
+        let (b, t0) = budget(0.0, 2);
+        let stale = b.withdraw(t0).unwrap();
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(b.try_withdraw(t1) && b.try_withdraw(t1));
+        b.refund_at(stale, t1);
+        assert!(!b.try_withdraw(t1), "the floor of 2 let a third through");
+        // A refund within the token's place still gives it back.
+        let (b, t0) = budget(0.0, 2);
+        let fresh = b.withdraw(t0).unwrap();
+        assert!(b.try_withdraw(t0) && !b.try_withdraw(t0));
+        b.refund_at(fresh, t0 + Duration::from_millis(100));
+        assert!(b.try_withdraw(t0 + Duration::from_millis(100)));
     }
 
     #[test]
@@ -495,9 +535,15 @@ mod tests {
         assert!(b.try_withdraw(t0), "the refunded token is spendable again");
 
         let (b, t0) = budget(0.0, 1);
-        assert_eq!(b.withdraw(t0), Some(Withdrawal::Floor));
+        let paid = b.withdraw(t0).unwrap();
+        assert_eq!(
+            paid,
+            Withdrawal::Floor {
+                until: t0 + Duration::from_secs(1)
+            }
+        );
         assert!(!b.try_withdraw(t0), "the floor's burst of one is spent");
-        b.refund(Withdrawal::Floor);
+        b.refund_at(paid, t0);
         assert!(b.try_withdraw(t0), "the floor got its token back");
         assert_eq!(
             b.snapshot(),
@@ -586,7 +632,7 @@ mod tests {
                         // sent), each to the pool that paid it.
                         for _ in 0..n {
                             let Some(paid) = held.pop() else { break };
-                            b.refund(paid);
+                            b.refund_at(paid, now);
                             allowed -= 1;
                         }
                     }

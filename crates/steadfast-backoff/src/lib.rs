@@ -10,6 +10,7 @@ mod histogram;
 mod layer;
 pub mod policy;
 pub mod schedule;
+mod sync;
 
 pub use backoff::{Backoff, Curve, Jitter, Schedule};
 pub use budget::{

@@ -1,5 +1,6 @@
 //! The retry layer against the loopback FaultServer, over a real hyper
 //! client: real sockets, real time (no assertion on wall-clock speed).
+#![cfg(not(loom))] // the test tools need tokio's `net`, which loom builds leave out
 
 use bytes::Bytes;
 use http::{Request, Response};

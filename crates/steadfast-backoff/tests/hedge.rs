@@ -1,6 +1,7 @@
 //! Hedging over MockTransport on paused time: a second copy of a slow
 //! idempotent request, the first success wins, the loser is cancelled; a
 //! failed copy waits for the other.
+#![cfg(not(loom))] // the test tools need tokio's `net`, which loom builds leave out
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,6 +1,7 @@
 //! Tracing: each attempt runs in an `http.client.attempt` span (so the
 //! transport's own events nest under it), and events carry OpenTelemetry
 //! field names and values. A small hand-written subscriber records them.
+#![cfg(not(loom))] // the test tools need tokio's `net`, which loom builds leave out
 
 use std::collections::HashMap;
 use std::fmt::Debug;

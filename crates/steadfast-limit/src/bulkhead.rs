@@ -3,7 +3,7 @@
 //! does).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use steadfast_core::Deadline;
@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use crate::config::{ConcurrencyConfig, MAX_IN_FLIGHT_LIMIT};
 use crate::error::{RejectReason, Rejected};
+use crate::sync::AtomicUsize;
 
 /// A concurrency limit: `max_in_flight` requests at once, up to `max_queue`
 /// more waiting (FIFO, on a `tokio::sync::Semaphore`), each for at most
@@ -70,12 +71,55 @@ impl Drop for Permit {
     fn drop(&mut self) {
         let s = &self.shared;
         // After a decrease, returning permits pay the debt instead.
-        let paid = s.debt.load(Ordering::Acquire) > 0
-            && s.debt
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_sub(1))
-                .is_ok();
+        let paid = s.debt.load(Ordering::Acquire) > 0 && s.pay_one();
         if !paid {
             s.semaphore.add_permits(1);
+            // A decrease may have recorded its debt after the look above,
+            // and found no free permit to pay it with: this one pays.
+            if s.has_debt() {
+                s.settle();
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Takes one unit of debt off, if any is left.
+    fn pay_one(&self) -> bool {
+        self.debt
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_sub(1))
+            .is_ok()
+    }
+
+    /// Whether debt is owed, read after freeing a permit. A decrease
+    /// records its debt and then looks for free permits; this side frees a
+    /// permit and then looks at the debt. Were both looks plain loads,
+    /// each could read the other's old value and neither would pay. Both
+    /// sides touch the debt with a read-modify-write instead, and those
+    /// read the latest value and order the permit with it: whichever comes
+    /// second sees the other's doing.
+    fn has_debt(&self) -> bool {
+        self.debt.fetch_add(0, Ordering::AcqRel) > 0
+    }
+
+    /// Pays the debt with free permits while both are there. Every path
+    /// that frees a permit or records debt ends here, so once the last of
+    /// them returns, a free permit and unpaid debt never stand together
+    /// (the bulkhead would admit more than its limit).
+    fn settle(&self) {
+        while self.debt.load(Ordering::Acquire) > 0 {
+            if self.semaphore.forget_permits(1) == 0 {
+                // None free: the permits out pay as they come back.
+                return;
+            }
+            if !self.pay_one() {
+                // Paid meanwhile by a returning permit: give this one back,
+                // and look again (new debt may have come since).
+                self.semaphore.add_permits(1);
+                if !self.has_debt() {
+                    return;
+                }
+            }
         }
     }
 }
@@ -142,13 +186,17 @@ impl Bulkhead {
                 .map(|d| grow -= d.min(grow));
             if grow > 0 {
                 s.semaphore.add_permits(grow);
+                if s.has_debt() {
+                    s.settle();
+                }
             }
         } else if limit < old {
-            let shrink = old - limit;
-            let forgotten = s.semaphore.forget_permits(shrink);
-            if shrink > forgotten {
-                s.debt.fetch_add(shrink - forgotten, Ordering::AcqRel);
-            }
+            // The whole decrease is debt first, then paid with the permits
+            // free now; the rest is paid by permits as they come back.
+            // (Forgetting first and recording what was left after would
+            // let permits that return in between miss the debt.)
+            s.debt.fetch_add(old - limit, Ordering::AcqRel);
+            s.settle();
         }
     }
 

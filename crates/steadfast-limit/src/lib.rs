@@ -14,6 +14,7 @@ pub mod pacing;
 mod queue;
 mod quota;
 mod state;
+mod sync;
 mod table;
 
 pub use adaptive::{Aimd, Gradient, LimitAlgorithm, Sample, Signal};

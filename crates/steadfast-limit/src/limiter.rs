@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use crate::queue::{WaitQueue, wait_turn};
 use crate::state::{Clock, Epoch, Gcra, NotUntil};
-use crate::{Quota, names};
+use crate::{Quota, names, sync};
 
 /// A rate limiter for one stream of requests (a "direct" limiter): GCRA with
 /// its state in one `AtomicU64`.
@@ -44,7 +44,7 @@ use crate::{Quota, names};
 #[derive(Debug)]
 pub struct RateLimiter {
     /// The theoretical arrival time, nanoseconds since `epoch`.
-    tat: AtomicU64,
+    tat: sync::AtomicU64,
     gcra: Gcra,
     epoch: Epoch,
     waiters: WaitQueue,
@@ -65,7 +65,7 @@ impl RateLimiter {
     /// A limiter holding `quota`, starting with a full burst.
     pub fn new(quota: Quota) -> Self {
         Self {
-            tat: AtomicU64::new(0),
+            tat: sync::AtomicU64::new(0),
             gcra: Gcra::new(quota),
             epoch: Epoch::now(),
             waiters: WaitQueue::new(),

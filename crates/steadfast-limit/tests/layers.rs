@@ -1,4 +1,5 @@
 //! The layers over MockTransport, on paused time.
+#![cfg(not(loom))] // the test tools need tokio's `net`, which loom builds leave out
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
