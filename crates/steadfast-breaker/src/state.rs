@@ -814,9 +814,11 @@ impl CircuitBreaker {
         self.params.slow_threshold.is_some()
     }
 
-    /// Counters and window, read from atomics (the time window takes its
-    /// short lock). For a time window the counts are as of the latest call;
-    /// see [`snapshot_at`](Self::snapshot_at).
+    /// Counters and window, read from atomics; the probes in flight, and a
+    /// time window's counts, under the breaker's short locks (the ones a
+    /// call's state change takes, never held across an await). For a time
+    /// window the counts are as of the latest call; see
+    /// [`snapshot_at`](Self::snapshot_at).
     pub fn snapshot(&self) -> BreakerSnapshot {
         self.snapshot_with(self.window_counts())
     }

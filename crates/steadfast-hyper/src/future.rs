@@ -404,8 +404,12 @@ fn classify(
     // Our connector's own error, typed already. It can follow an assigned
     // connection: hyper-util retries a request a dead pooled connection
     // handed back unsent, and the retry's connect can fail (on HTTP/2 the
-    // capture still names the dead connection).
-    if let Some(ours) = find_in_chain::<HyperError>(&err) {
+    // capture still names the dead connection). Only a connect failure:
+    // a caller's body that is itself a response of ours (a download piped
+    // into an upload) carries our error too, and is the body's failure.
+    if err.is_connect()
+        && let Some(ours) = find_in_chain::<HyperError>(&err)
+    {
         return ours.clone();
     }
     match conn {

@@ -396,6 +396,25 @@ async fn a_failing_request_body_is_a_request_body_error() {
     }
 }
 
+/// A download piped into an upload: the upload's body is a response of
+/// this transport, so when the download breaks, the upload's error chain
+/// holds our own error for the download. The upload failed by its body,
+/// and says so, naming its own host.
+#[tokio::test]
+async fn a_broken_download_piped_into_an_upload_is_the_uploads_body_error() {
+    let server = FaultServer::start().await;
+    for (protocol, builder) in protocols() {
+        let t = builder.build().unwrap();
+        let download = t.send(get(&server.url("/truncated"))).await.unwrap();
+        let req = http::Request::post(server.url("/echo"))
+            .body(download.into_body())
+            .unwrap();
+        let err = t.send(req).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::RequestBody, "{protocol}: {err:?}");
+        assert!(err.may_have_reached_server(), "{protocol}");
+    }
+}
+
 /// hyper reports a connection whose task was dropped mid-request (its
 /// runtime shut down: a transport shared with a runtime that is gone) as
 /// a "user" error with a cause, like a failing request body. It is the

@@ -216,9 +216,9 @@ impl PaceState {
     }
 
     /// Gives back a slot whose request was cancelled before it went, if no
-    /// later slot was handed out since. A cancelled probe makes the next
-    /// request the probe.
-    pub const fn release(&mut self, slot: &Slot) {
+    /// later slot was handed out since. A cancelled probe (at `now`) makes
+    /// the next request the probe.
+    pub const fn release(&mut self, slot: &Slot, now: u64) {
         if slot.generation != self.generation {
             return;
         }
@@ -232,9 +232,11 @@ impl PaceState {
             self.probe = Probe::Wanted;
             self.void_slots();
             // Those booked behind it book again from its slot, not behind
-            // their own void ones.
-            if self.next_slot > slot.start {
-                self.next_slot = slot.start;
+            // their own void ones; never closer than the pace to a slot
+            // that already went.
+            let from = self.after_started(slot.start, now);
+            if self.next_slot > from {
+                self.next_slot = from;
             }
         }
     }
@@ -275,6 +277,30 @@ impl PaceState {
         }
     }
 
+    /// Where slots voided at `now` may book again from, at the earliest
+    /// `from`: with a pace in force, no closer than one interval to the
+    /// last slot that already started.
+    const fn after_started(&self, from: u64, now: u64) -> u64 {
+        if self.interval > 0 && now < self.valid_until {
+            max(from, self.after_started_under(self.interval, now))
+        } else {
+            from
+        }
+    }
+
+    /// One `booked` interval after the last slot handed out that has
+    /// started by `now`, as far as the spacing tells (`next_slot` is one
+    /// interval past the last slot handed out).
+    const fn after_started_under(&self, booked: u64, now: u64) -> u64 {
+        let last = self.next_slot.saturating_sub(booked);
+        let started = if last > now {
+            last.saturating_sub((last - now).div_ceil(booked).saturating_mul(booked))
+        } else {
+            last
+        };
+        started.saturating_add(booked)
+    }
+
     const fn void_slots(&mut self) {
         self.generation = self.generation.wrapping_add(1);
     }
@@ -289,6 +315,8 @@ impl PaceState {
         rate_limit: Option<&RateLimit>,
         config: &PacingConfig,
     ) -> Option<Duration> {
+        // The spacing the slots handed out so far were booked under.
+        let booked = self.interval(now);
         // A zero hint ("now", a date or reset already past) is no hint.
         let hint = |d: Option<Duration>| d.filter(|d| !d.is_zero());
         let exhausted = hint(
@@ -343,6 +371,10 @@ impl PaceState {
                 Some(interval) => at.saturating_add(interval),
                 None => now,
             };
+            let from = match booked {
+                Some(booked) => max(from, self.after_started_under(booked, now)),
+                None => from,
+            };
             if self.next_slot > from {
                 self.next_slot = from;
             }
@@ -373,6 +405,11 @@ impl PaceState {
     const fn probing(&self, now: u64) -> bool {
         !matches!(self.probe, Probe::Idle) && now < self.probe_until
     }
+}
+
+/// The larger of two, in a `const fn`.
+const fn max(a: u64, b: u64) -> u64 {
+    if a > b { a } else { b }
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -545,7 +582,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher> Pacer<K, S> {
         let hash = self.table.hash(key);
         let voided = self.table.lock(hash).find(hash, key).is_some_and(|state| {
             let generation = state.generation;
-            state.release(slot);
+            state.release(slot, self.epoch.now_nanos());
             state.generation != generation
         });
         if voided {
@@ -740,7 +777,7 @@ mod tests {
         q.observe(0, 429, None, None, &c);
         let probe = q.reserve(0, None).unwrap();
         let held = q.reserve(0, None).unwrap();
-        q.release(&probe);
+        q.release(&probe, 0);
         assert!(!q.is_current(&held, S));
         assert!(!q.reserve(0, None).unwrap().held());
         assert!(q.reserve(0, None).unwrap().held());
@@ -772,6 +809,28 @@ mod tests {
             .collect();
         assert_eq!(again, [2 * S, 3 * S, 4 * S]);
 
+        // A late answer (2.5 s), after paced slots at 1 and 2 s went: the
+        // next is a whole interval after the one at 2 s, not at once.
+        let mut late = PaceState::default();
+        late.observe(0, 429, Some(Duration::from_secs(1)), None, &c);
+        late.reserve(0, None).unwrap();
+        late.observe(ms(500), 200, None, Some(&rl(10, 10)), &c);
+        for _ in 0..3 {
+            late.reserve(ms(500), None).unwrap();
+        }
+        late.observe(ms(2500), 200, None, Some(&rl(8, 8)), &c);
+        assert_eq!(late.reserve(ms(2500), None).unwrap().start(), 3 * S);
+        // The same when the probe fails then and is released.
+        let mut failed = PaceState::default();
+        failed.observe(0, 429, Some(Duration::from_secs(1)), None, &c);
+        let probe = failed.reserve(0, None).unwrap();
+        failed.observe(ms(500), 200, None, Some(&rl(10, 10)), &c);
+        for _ in 0..3 {
+            failed.reserve(ms(500), None).unwrap();
+        }
+        failed.release(&probe, ms(2500));
+        assert_eq!(failed.reserve(ms(2500), None).unwrap().start(), 3 * S);
+
         // A cancelled probe: those booked behind it book again from its slot.
         let mut q = PaceState::default();
         q.observe(0, 429, Some(Duration::from_secs(1)), None, &c);
@@ -780,7 +839,7 @@ mod tests {
         for _ in 0..3 {
             q.reserve(ms(500), None).unwrap();
         }
-        q.release(&probe);
+        q.release(&probe, ms(600));
         assert_eq!(q.reserve(ms(600), None).unwrap().start(), S);
     }
 
@@ -802,7 +861,7 @@ mod tests {
         assert_eq!(starts, [3 * S + S / 2, 4 * S + S / 2, 5 * S + S / 2]);
         // Releasing a void slot changes nothing.
         let before = p;
-        p.release(&slots[3]);
+        p.release(&slots[3], 4 * S);
         assert_eq!(p, before);
     }
 
@@ -826,7 +885,7 @@ mod tests {
             .collect();
         assert_eq!(starts, [5 * S, 10 * S, 15 * S, 20 * S]);
         // Releasing a voided slot gives nothing back.
-        p.release(&slots[4]);
+        p.release(&slots[4], S / 2);
         assert_eq!(p.reserve(S / 2, None).unwrap().start(), 25 * S);
     }
 
@@ -900,8 +959,8 @@ mod tests {
         let a = p.reserve(0, None).unwrap();
         let b = p.reserve(0, None).unwrap();
         assert_eq!(b.start(), S / 10);
-        p.release(&a); // not last: kept
-        p.release(&b);
+        p.release(&a, 0); // not last: kept
+        p.release(&b, 0);
         assert_eq!(p.reserve(0, None).unwrap().start(), S / 10);
     }
 
@@ -1003,7 +1062,7 @@ mod tests {
                     }
                     Op::Release(i) if !slots.is_empty() => {
                         let slot = slots.swap_remove(i % slots.len());
-                        p.release(&slot);
+                        p.release(&slot, now);
                         last = None;
                     }
                     Op::Release(_) => {}
