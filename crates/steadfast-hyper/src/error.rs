@@ -41,6 +41,12 @@ pub enum ErrorKind {
     /// Reading the response failed: the connection broke, was reset, or
     /// ended before the body was complete.
     Read,
+    /// The server refused the request before processing any of it: it
+    /// reset the request's HTTP/2 stream with `REFUSED_STREAM` (RFC 9113
+    /// §8.7), often because it had too many requests in progress. The
+    /// request was sent but, by that guarantee, not acted on: it is safe
+    /// to send again whatever its method.
+    Refused,
     /// The server broke the HTTP protocol (unparsable head, bad framing).
     Protocol,
     /// The response body is larger than the `max_body` limit.
@@ -55,7 +61,9 @@ pub enum ErrorKind {
 impl ErrorKind {
     /// `true` for the phases that end before any byte of the request is
     /// written: a request that failed this way is safe to send again
-    /// whatever its method.
+    /// whatever its method. [`ErrorKind::Refused`] is as safe, though its
+    /// request was written; [`HyperError::may_have_reached_server`] covers
+    /// both.
     pub const fn before_send(self) -> bool {
         matches!(
             self,
@@ -146,6 +154,15 @@ impl HyperError {
         )
     }
 
+    /// The server reset the request's HTTP/2 stream with `REFUSED_STREAM`
+    /// (see [`refused_stream`]). The chain holds an `io::Error` of kind
+    /// `ConnectionRefused`, which [`steadfast_core::ErrorClass::of`] reads
+    /// as "never sent", wrapping `cause`.
+    pub(crate) fn refused(host: &str, cause: BoxError) -> Self {
+        let source = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, cause);
+        Self::new(ErrorKind::Refused, host, false, Some(Box::new(source)))
+    }
+
     /// Which phase failed.
     pub fn kind(&self) -> ErrorKind {
         self.inner.kind
@@ -160,7 +177,8 @@ impl HyperError {
 
     /// `false` only when the request certainly did not leave this process
     /// (pool wait, DNS, connect, TLS, or a deadline that expired before a
-    /// connection took the request), so even a non-idempotent request may be
+    /// connection took the request), or the server refused it unprocessed
+    /// ([`ErrorKind::Refused`]), so even a non-idempotent request may be
     /// sent again. `true` means the server may have seen some or all of it.
     pub fn may_have_reached_server(&self) -> bool {
         self.inner.reached
@@ -229,6 +247,11 @@ impl fmt::Display for HyperError {
             ErrorKind::Read => write!(
                 f,
                 "reading the response from {host} failed: the connection broke"
+            ),
+            ErrorKind::Refused => write!(
+                f,
+                "{host} refused the request without processing it (HTTP/2 REFUSED_STREAM); \
+                 it is safe to send again, but the server may be at its limit of concurrent requests"
             ),
             ErrorKind::Protocol => write!(
                 f,
@@ -315,6 +338,28 @@ pub(crate) fn find_in_chain<'a, T: StdError + 'static>(
     None
 }
 
+/// `true` if the server reset the request's HTTP/2 stream with
+/// `REFUSED_STREAM`, which RFC 9113 §8.7 allows only for a stream it did not
+/// process. Only a reset the server sent counts: h2 raises
+/// `REFUSED_STREAM` itself for pushes it declines.
+///
+/// h2 (0.4) reports a stream above a GOAWAY's last stream id as a GOAWAY
+/// error with the GOAWAY's own reason, just as it reports the streams the
+/// server did take when the connection then closes: such failures are
+/// not told apart, and stay "may have reached the server".
+#[cfg(feature = "http2")]
+pub(crate) fn refused_stream(err: &(dyn StdError + 'static)) -> bool {
+    find_in_chain::<h2::Error>(err).is_some_and(|e| {
+        e.is_reset() && e.is_remote() && e.reason() == Some(h2::Reason::REFUSED_STREAM)
+    })
+}
+
+/// Without HTTP/2, no stream to refuse.
+#[cfg(not(feature = "http2"))]
+pub(crate) fn refused_stream(_: &(dyn StdError + 'static)) -> bool {
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use steadfast_core::ErrorClass;
@@ -358,5 +403,13 @@ mod tests {
         assert!(find_in_chain::<DnsError>(&c).is_some());
         assert!(c.kind().before_send());
         assert!(!ErrorKind::Read.before_send());
+
+        // Sent, but refused unprocessed: never sent as far as retries care.
+        let r = HyperError::refused("http://a:1", "stream reset: REFUSED_STREAM".into());
+        assert_eq!(r.kind(), ErrorKind::Refused);
+        assert!(!r.may_have_reached_server());
+        assert!(!r.kind().before_send());
+        assert_eq!(ErrorClass::of(&r), ErrorClass::Connect);
+        assert!(ErrorClass::of(&r).request_not_sent());
     }
 }

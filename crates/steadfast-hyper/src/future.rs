@@ -42,7 +42,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::body::{Held, HyperBody};
 use crate::conn::{ConnShared, ConnectionInfo, HostState};
-use crate::error::{ErrorKind, HyperError, find_in_chain};
+use crate::error::{ErrorKind, HyperError, find_in_chain, refused_stream};
 use crate::request::{InFlight, Progress};
 use crate::transport::failed_in_flight;
 
@@ -411,6 +411,11 @@ fn classify(
         && let Some(ours) = find_in_chain::<HyperError>(&err)
     {
         return ours.clone();
+    }
+    // Refused unprocessed (RFC 9113 §8.7), wherever the request had got
+    // to; unless the caller's body failed: that reset is the body's.
+    if !body_failed && refused_stream(&err) {
+        return HyperError::refused(&host.key, Box::new(err));
     }
     match conn {
         Some(conn) if reached => failed_in_flight(host, Some(conn), body_failed, Box::new(err)),
