@@ -74,3 +74,66 @@ impl Checkpoint {
         self.next.is_none()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    fn arb_state() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            (any::<u64>(), any::<u64>()).prop_map(|(i, s)| json!({"items": i, "page_size": s})),
+            "\\PC{0,8}".prop_map(Value::from),
+            prop::collection::vec(any::<i64>(), 0..3).prop_map(Value::from),
+        ]
+    }
+
+    fn arb_checkpoint() -> impl Strategy<Value = Checkpoint> {
+        (
+            "\\PC{0,24}",
+            prop::option::of("\\PC{0,24}"),
+            any::<usize>(),
+            any::<u64>(),
+            any::<u64>(),
+            arb_state(),
+        )
+            .prop_map(|(start, next, skip, pages, items, strategy)| Checkpoint {
+                start,
+                next,
+                skip,
+                pages,
+                items,
+                strategy,
+            })
+    }
+
+    #[test]
+    fn older_checkpoints_without_skip_or_state_still_load() {
+        let c: Checkpoint =
+            serde_json::from_str(r#"{"start":"/a","next":null,"pages":1,"items":2}"#).unwrap();
+        assert_eq!((c.skip(), c.strategy_state()), (0, &Value::Null));
+        assert!(c.is_complete());
+    }
+
+    proptest! {
+        #[test]
+        fn json_round_trips(c in arb_checkpoint()) {
+            let text = serde_json::to_string(&c).unwrap();
+            let back: Checkpoint = serde_json::from_str(&text).unwrap();
+            prop_assert_eq!(&back, &c);
+            // A null state is left out, anything else is kept.
+            prop_assert_eq!(text.contains("\"strategy\""), !c.strategy.is_null());
+            // And through a `Value`, the way a caller may embed it.
+            let value = serde_json::to_value(&c).unwrap();
+            prop_assert_eq!(serde_json::from_value::<Checkpoint>(value).unwrap(), c);
+        }
+
+        #[test]
+        fn hostile_json_is_an_error_not_a_panic(text in "\\PC{0,64}") {
+            let _ = serde_json::from_str::<Checkpoint>(&text);
+        }
+    }
+}

@@ -192,3 +192,54 @@ mod tests {
         assert!(Cursor::body("/n").validate().is_ok());
     }
 }
+
+#[cfg(test)]
+mod model {
+    use proptest::prelude::*;
+    use proptest::strategy::Strategy as _;
+    use serde_json::Value;
+    use serde_json::json;
+
+    use super::*;
+    use crate::strategy::Strategy;
+    use crate::strategy::testing::Fixture;
+    use crate::uri::query_param;
+
+    fn param(uri: &http::Uri, name: &str) -> Option<String> {
+        query_param(uri, name).map(std::borrow::Cow::into_owned)
+    }
+
+    proptest! {
+        /// Any non-empty cursor comes back exactly in the next request, the
+        /// other parameters untouched; a null, empty or absent one ends.
+        #[test]
+        fn cursors_round_trip_through_the_next_uri(
+            cursor in prop_oneof!["\\PC{1,12}".prop_map(Value::from), any::<u64>().prop_map(Value::from)],
+            old in prop::option::of("[a-z0-9]{1,6}"),
+            other in "[a-z0-9]{0,6}",
+            items in 0usize..3,
+        ) {
+            let mut s = Cursor::body("/next");
+            let uri = match &old {
+                Some(old) => format!("/i?x={other}&cursor={old}&y=1"),
+                None => format!("/i?x={other}&y=1"),
+            };
+            let f = Fixture::new(&uri, json!({ "next": cursor }), items);
+            let Next::Fetch(next) = s.next(&f.view()).unwrap() else {
+                return Err(TestCaseError::fail("a cursor must continue the crawl"));
+            };
+            let want = match &cursor {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            prop_assert_eq!(param(&next, "cursor"), Some(want.clone()));
+            prop_assert_eq!(param(&next, "x"), Some(other.clone()));
+            prop_assert_eq!(param(&next, "y"), Some("1".to_owned()));
+            prop_assert_eq!(next.query().unwrap().matches("cursor=").count(), 1);
+            for end in [json!({ "next": null }), json!({ "next": "" }), json!({})] {
+                let f = Fixture::new(&uri, end, items);
+                prop_assert_eq!(s.next(&f.view()).unwrap(), Next::Done);
+            }
+        }
+    }
+}

@@ -177,3 +177,66 @@ mod tests {
         assert!(OffsetLimit::new().params("", "l").validate().is_err());
     }
 }
+
+/// A crawl against a model server that caps each page at its own size.
+#[cfg(test)]
+mod model {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+    use crate::strategy::Strategy;
+    use crate::strategy::testing::Fixture;
+    use crate::uri::query_param;
+
+    fn param(uri: &http::Uri, name: &str) -> Option<String> {
+        query_param(uri, name).map(std::borrow::Cow::into_owned)
+    }
+
+    proptest! {
+        /// The offsets requested are the running sums of the items
+        /// received; with a total the crawl ends on the page that reaches
+        /// it, without one on the first empty page. A prediction is always
+        /// the offset the next page will really ask for.
+        #[test]
+        fn offsets_follow_the_items_received(
+            total in 0u64..40,
+            caps in prop::collection::vec(1u64..8, 1..6),
+            with_total: bool,
+        ) {
+            let mut s = if with_total { OffsetLimit::new().total_at("/total") } else { OffsetLimit::new() };
+            let mut uri = s.first(&"/i?limit=5".parse().unwrap()).unwrap();
+            prop_assert_eq!(param(&uri, "limit"), Some("5".to_owned()));
+            let (mut requested, mut expected) = (Vec::new(), Vec::new());
+            let mut at = 0;
+            for cap in caps.iter().cycle() {
+                expected.push(at);
+                let count = (*cap).min(total - at);
+                at += count;
+                if count == 0 || (with_total && at >= total) {
+                    break;
+                }
+            }
+            loop {
+                let offset: u64 = query_param(&uri, "offset").unwrap().parse().unwrap();
+                requested.push(offset);
+                prop_assert!(requested.len() <= expected.len(), "{:?} vs {:?}", requested, expected);
+                let cap = caps[(requested.len() - 1) % caps.len()];
+                let count = cap.min(total.saturating_sub(offset));
+                let page = Fixture::new(&uri.to_string(), json!({ "total": total }), count as usize);
+                match s.next(&page.view()).unwrap() {
+                    Next::Fetch(next) => {
+                        prop_assert_eq!(param(&next, "limit"), Some("5".to_owned()));
+                        if let Some(p) = s.predict(&next) {
+                            let p: u64 = query_param(&p, "offset").unwrap().parse().unwrap();
+                            prop_assert!(p < total, "predicted offset {} past {}", p, total);
+                        }
+                        uri = next;
+                    }
+                    Next::Done => break,
+                }
+            }
+            prop_assert_eq!(requested, expected);
+        }
+    }
+}

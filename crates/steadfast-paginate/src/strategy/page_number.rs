@@ -518,3 +518,106 @@ mod tests {
         assert!(PageNumber::new().total_pages_at("/t").validate().is_ok());
     }
 }
+
+/// A crawl against a model server, with totals or without, interrupted and
+/// resumed anywhere.
+#[cfg(test)]
+mod model {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+    use crate::strategy::Strategy;
+    use crate::strategy::testing::Fixture;
+    use crate::uri::query_param;
+
+    #[derive(Debug, Clone, Copy)]
+    enum Signal {
+        None,
+        Total,
+        TotalPages,
+    }
+
+    /// Runs `s` over a server whose page `n` (1-based) holds `counts[n-1]`
+    /// items, optionally checkpointing after page `resume_after` into a
+    /// fresh strategy. Returns the pages requested and the largest page
+    /// any prediction made along the way.
+    fn crawl(
+        make: impl Fn() -> PageNumber,
+        counts: &[u64],
+        signal: Signal,
+        resume_after: Option<usize>,
+    ) -> (Vec<u64>, u64) {
+        let total: u64 = counts.iter().sum();
+        let body = match signal {
+            Signal::None => json!({}),
+            Signal::Total => json!({ "total": total }),
+            Signal::TotalPages => json!({ "total_pages": counts.len() }),
+        };
+        let mut s = make();
+        let mut uri = s.first(&"/i".parse().unwrap()).unwrap();
+        let mut requested = Vec::new();
+        let mut predicted = 0;
+        loop {
+            let n: u64 = query_param(&uri, "page").unwrap().parse().unwrap();
+            requested.push(n);
+            assert!(
+                requested.len() <= counts.len() + 2,
+                "runaway crawl: {requested:?}"
+            );
+            let items = usize::try_from(n)
+                .ok()
+                .and_then(|n| counts.get(n - 1))
+                .copied()
+                .unwrap_or(0);
+            let page = Fixture::new(&uri.to_string(), body.clone(), items as usize);
+            let next = s.next(&page.view()).unwrap();
+            if let Some(p) = s.predict(&uri) {
+                predicted = predicted.max(query_param(&p, "page").unwrap().parse().unwrap());
+            }
+            if resume_after == Some(requested.len()) {
+                let state = serde_json::to_value(s.save()).unwrap();
+                s = make();
+                s.restore(&state).unwrap();
+            }
+            match next {
+                Next::Fetch(u) => uri = u,
+                Next::Done => return (requested, predicted),
+            }
+        }
+    }
+
+    fn make(signal: Signal) -> impl Fn() -> PageNumber {
+        move || match signal {
+            Signal::None => PageNumber::new(),
+            Signal::Total => PageNumber::new().total_at("/total"),
+            Signal::TotalPages => PageNumber::new().total_pages_at("/total_pages"),
+        }
+    }
+
+    proptest! {
+        /// Every page is fetched, uneven page sizes or not; with a total the
+        /// crawl stops on the last page, without one it costs exactly one
+        /// empty page more. Predictions never run past the last page, and a
+        /// checkpoint taken after any page changes nothing.
+        #[test]
+        fn fetches_every_page_and_no_more(
+            counts in prop::collection::vec(1u64..6, 0..8),
+            signal in prop_oneof![Just(Signal::None), Just(Signal::Total), Just(Signal::TotalPages)],
+            resume in any::<prop::sample::Index>(),
+        ) {
+            let pages = counts.len() as u64;
+            let (requested, predicted) = crawl(make(signal), &counts, signal, None);
+            let last = match signal {
+                Signal::None => pages + 1,
+                _ => pages.max(1),
+            };
+            prop_assert_eq!(&requested, &(1..=last).collect::<Vec<_>>());
+            prop_assert!(predicted <= pages, "predicted page {} of {}", predicted, pages);
+
+            let at = resume.index(requested.len()) + 1;
+            let (resumed, _) = crawl(make(signal), &counts, signal, Some(at));
+            prop_assert_eq!(resumed, requested, "resumed after page {}", at);
+        }
+    }
+}

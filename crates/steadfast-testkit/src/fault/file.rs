@@ -369,3 +369,213 @@ mod tests {
         }
     }
 }
+
+/// `Range` and `If-Range` of `/file` against a reference model written from
+/// RFC 9110 §13.1.5 and §14.
+#[cfg(test)]
+mod range_model {
+    use proptest::prelude::*;
+
+    use super::*;
+    use RangeOutcome::{Ignore, Multiple, Single, Unsatisfiable, Whole};
+
+    /// One element of a generated `range-set`.
+    #[derive(Debug, Clone)]
+    enum Elem {
+        /// `first-last`, possibly with `first > last` (invalid).
+        FromTo(u64, u64),
+        /// `first-`
+        From(u64),
+        /// `-suffix`
+        Suffix(u64),
+        /// Not a `range-spec` at all.
+        Junk(&'static str),
+        /// An empty list element (`a,,b`), which a `#rule` list allows.
+        Empty,
+    }
+
+    fn elem() -> impl Strategy<Value = Elem> {
+        let n = || prop_oneof![0u64..40, any::<u64>()];
+        prop_oneof![
+            4 => (n(), n()).prop_map(|(a, b)| Elem::FromTo(a, b)),
+            2 => n().prop_map(Elem::From),
+            2 => n().prop_map(Elem::Suffix),
+            1 => prop::sample::select(vec!["-", "x", "1-2-3", "+1-2", "1 -2", "0x1-", "--1"])
+                .prop_map(Elem::Junk),
+            1 => Just(Elem::Empty),
+        ]
+    }
+
+    fn render(unit: &str, elems: &[Elem], ows: &[&str]) -> String {
+        let parts: Vec<String> = elems
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let text = match e {
+                    Elem::FromTo(a, b) => format!("{a}-{b}"),
+                    Elem::From(a) => format!("{a}-"),
+                    Elem::Suffix(n) => format!("-{n}"),
+                    Elem::Junk(s) => (*s).to_owned(),
+                    Elem::Empty => String::new(),
+                };
+                format!(
+                    "{}{text}{}",
+                    ows[2 * i % ows.len()],
+                    ows[(2 * i + 1) % ows.len()]
+                )
+            })
+            .collect();
+        format!("{unit}={}", parts.join(","))
+    }
+
+    /// The satisfiable byte interval of one valid spec, `Err(true)` when
+    /// the spec is satisfiable but empty (a suffix of an empty
+    /// representation), `Err(false)` when unsatisfiable; `None` if invalid.
+    fn interval(e: &Elem, size: u64) -> Option<Result<(u64, u64), bool>> {
+        Some(match *e {
+            Elem::FromTo(a, b) if a > b => return None,
+            Elem::FromTo(a, _) | Elem::From(a) if a >= size => Err(false),
+            Elem::FromTo(a, b) => Ok((a, b.min(size - 1))),
+            Elem::From(a) => Ok((a, size - 1)),
+            Elem::Suffix(0) => Err(false),
+            Elem::Suffix(_) if size == 0 => Err(true),
+            Elem::Suffix(n) => Ok((size.saturating_sub(n), size - 1)),
+            Elem::Junk(_) | Elem::Empty => return None,
+        })
+    }
+
+    fn model(unit: &str, elems: &[Elem], size: u64) -> RangeOutcome {
+        if !unit.eq_ignore_ascii_case("bytes") {
+            return Ignore;
+        }
+        let specs: Vec<&Elem> = elems.iter().filter(|e| !matches!(e, Elem::Empty)).collect();
+        let Some(resolved) = specs
+            .iter()
+            .map(|e| interval(e, size))
+            .collect::<Option<Vec<_>>>()
+        else {
+            return Ignore;
+        };
+        match resolved[..] {
+            [] => Ignore,
+            [Ok((first, last))] => Single { first, last },
+            [Err(true)] => Whole,
+            [Err(false)] => Unsatisfiable,
+            _ => Multiple,
+        }
+    }
+
+    fn unit() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => "[bB][yY][tT][eE][sS]",
+            1 => prop::sample::select(vec!["items", "byte", "bytes ", ""]).prop_map(str::to_owned),
+        ]
+    }
+
+    fn file_response(
+        method: &Method,
+        headers: &[(HeaderName, String)],
+        size: u64,
+    ) -> Response<FaultBody> {
+        let mut req = http::Request::builder().method(method.clone()).uri("/file");
+        for (name, value) in headers {
+            req = req.header(name, value);
+        }
+        let (parts, ()) = req.body(()).unwrap().into_parts();
+        let query = format!("size={size}");
+        let q = Query::parse(Some(&query));
+        file(&parts, &q, &Arc::new(ConnShared::new(0))).unwrap()
+    }
+
+    fn header<'r>(res: &'r Response<FaultBody>, name: &HeaderName) -> Option<&'r str> {
+        res.headers().get(name).map(|v| v.to_str().unwrap())
+    }
+
+    use http::HeaderName;
+    use http::header::CONTENT_LENGTH;
+
+    proptest! {
+        #[test]
+        fn parse_range_agrees_with_the_model(
+            unit in unit(),
+            elems in prop::collection::vec(elem(), 0..4),
+            ows in prop::collection::vec(prop::sample::select(vec!["", "", " ", "\t", " \t"]), 1..8),
+            size in prop_oneof![0u64..50, any::<u64>()],
+        ) {
+            let value = render(&unit, &elems, &ows);
+            prop_assert_eq!(parse_range(value.as_bytes(), size), model(&unit, &elems, size), "{:?}", value);
+        }
+
+        /// The whole `/file` response: status, `Content-Range`,
+        /// `Content-Length`, with `If-Range` and the method taken into account.
+        #[test]
+        fn file_responses_follow_the_model(
+            elems in prop::collection::vec(elem(), 1..3),
+            size in 0u64..64,
+            validator in prop::option::of(prop_oneof![
+                Just(0u8), // the current ETag
+                Just(1),   // the ETag, weak
+                Just(2),   // another size's ETag
+                Just(3),   // the Last-Modified date
+                Just(4),   // a day later
+            ]),
+            head: bool,
+        ) {
+            let range = render("bytes", &elems, &[""]);
+            let mut headers = vec![(RANGE, range.clone())];
+            let tag = etag(size);
+            let honoured = match validator {
+                None => true,
+                Some(kind) => {
+                    let v = match kind {
+                        0 => tag.clone(),
+                        1 => format!("W/{tag}"),
+                        2 => etag(size + 1),
+                        3 => "Wed, 01 Jan 2025 00:00:00 GMT".to_owned(),
+                        _ => "Thu, 02 Jan 2025 00:00:00 GMT".to_owned(),
+                    };
+                    headers.push((IF_RANGE, v));
+                    kind == 0 || kind == 3
+                }
+            };
+            let method = if head { Method::HEAD } else { Method::GET };
+            let res = file_response(&method, &headers, size);
+            let want = if honoured && !head { model("bytes", &elems, size) } else { Ignore };
+            let context = format!("{method} Range: {range:?}, If-Range {validator:?}, size {size}");
+            prop_assert_eq!(header(&res, &ETAG), Some(tag.as_str()));
+            prop_assert_eq!(header(&res, &ACCEPT_RANGES), Some("bytes"));
+            match want {
+                Single { first, last } => {
+                    prop_assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT, "{}", context);
+                    let cr = format!("bytes {first}-{last}/{size}");
+                    prop_assert_eq!(header(&res, &CONTENT_RANGE), Some(cr.as_str()), "{}", context);
+                    let len = (last - first + 1).to_string();
+                    prop_assert_eq!(header(&res, &CONTENT_LENGTH), Some(len.as_str()), "{}", context);
+                }
+                Unsatisfiable => {
+                    prop_assert_eq!(res.status(), StatusCode::RANGE_NOT_SATISFIABLE, "{}", context);
+                    let cr = format!("bytes */{size}");
+                    prop_assert_eq!(header(&res, &CONTENT_RANGE), Some(cr.as_str()), "{}", context);
+                }
+                Ignore | Multiple | Whole => {
+                    prop_assert_eq!(res.status(), StatusCode::OK, "{}", context);
+                    prop_assert_eq!(header(&res, &CONTENT_RANGE), None, "{}", context);
+                    let len = size.to_string();
+                    prop_assert_eq!(header(&res, &CONTENT_LENGTH), Some(len.as_str()), "{}", context);
+                }
+            }
+        }
+
+        #[test]
+        fn if_range_never_panics(value in prop::collection::vec(any::<u8>(), 0..40)) {
+            let modified = UNIX_EPOCH + Duration::from_secs(LAST_MODIFIED_SECS);
+            if let Ok(v) = HeaderValue::from_bytes(&value) {
+                let allowed = if_range_allows(Some(&v), &etag(7), modified);
+                // Only the exact strong tag, or a date, can allow a range.
+                let text = String::from_utf8_lossy(&value);
+                let text = text.trim_matches([' ', '\t']);
+                prop_assert!(!allowed || text == "\"sf-7\"" || httpdate::parse_http_date(text).is_ok());
+            }
+        }
+    }
+}

@@ -193,3 +193,86 @@ mod tests {
         }
     }
 }
+
+/// The query parser against a reference form encoder and a first-wins map.
+#[cfg(test)]
+mod model {
+    use proptest::prelude::*;
+
+    use std::fmt::Write as _;
+
+    use super::*;
+
+    /// `application/x-www-form-urlencoded` serialization (WHATWG URL §5.2):
+    /// space as `+`, everything outside `*-._` and alphanumerics escaped.
+    fn form_encode(bytes: &[u8]) -> String {
+        let mut out = String::new();
+        for &b in bytes {
+            match b {
+                b' ' => out.push('+'),
+                b'*' | b'-' | b'.' | b'_' => out.push(char::from(b)),
+                b if b.is_ascii_alphanumeric() => out.push(char::from(b)),
+                b => {
+                    let _ = write!(out, "%{b:02X}");
+                }
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn encoded_pairs_parse_back_first_occurrence_winning(
+            pairs in prop::collection::vec(
+                ("[a-c]{1,2}|\\PC{1,4}", prop::collection::vec(any::<u8>(), 0..8)),
+                0..6,
+            ),
+            empties in prop::collection::vec(0usize..3, 7),
+        ) {
+            // Stray `&`s (empty pairs) in between are skipped.
+            let mut raw = "&".repeat(empties[0]);
+            for (i, (name, value)) in pairs.iter().enumerate() {
+                raw.push_str(&form_encode(name.as_bytes()));
+                raw.push('=');
+                raw.push_str(&form_encode(value));
+                raw.push_str(&"&".repeat(empties[i + 1].max(1)));
+            }
+            let q = Query::parse(Some(&raw));
+            prop_assert_eq!(q.pairs().len(), pairs.len(), "{}", raw);
+            for (pair, (name, value)) in q.pairs().iter().zip(&pairs) {
+                prop_assert_eq!(pair.name.as_ref(), name.as_str());
+                prop_assert_eq!(&*pair.value_bytes(), &value[..]);
+                let lossy = String::from_utf8_lossy(value);
+                prop_assert_eq!(pair.value.as_ref(), lossy.as_ref());
+            }
+            for (name, _) in &pairs {
+                let first = pairs.iter().find(|(n, _)| n == name).map(|(_, v)| String::from_utf8_lossy(v));
+                prop_assert_eq!(q.get(name), first.as_deref());
+            }
+            prop_assert_eq!(q.get("absent=name"), None);
+        }
+
+        #[test]
+        fn numeric_params_are_in_range_or_an_error(
+            value in prop_oneof!["[0-9]{1,21}", "\\PC{0,6}", (0u64..100).prop_map(|n| n.to_string())],
+            lo in 0u64..50,
+            span in 0u64..50,
+        ) {
+            let raw = format!("n={}", form_encode(value.as_bytes()));
+            let q = Query::parse(Some(&raw));
+            let range = lo..=lo + span;
+            let want = value.parse::<u64>().ok().filter(|_| value.bytes().all(|b| b.is_ascii_digit()));
+            match q.opt_u64("n", range.clone()) {
+                Ok(got) => {
+                    prop_assert_eq!(got, want);
+                    prop_assert!(got.is_some_and(|n| range.contains(&n)));
+                }
+                Err(e) => {
+                    prop_assert_eq!(e.param.as_str(), "n");
+                    prop_assert!(want.is_none_or(|n| !range.contains(&n)), "{:?} rejected", value);
+                }
+            }
+            prop_assert_eq!(q.u64("missing", 7, range.clone()), Ok(7));
+        }
+    }
+}

@@ -900,3 +900,128 @@ mod tests {
         assert_eq!(snippet("short"), "short");
     }
 }
+
+/// Path and query matching against reference models, through the same
+/// `Route::evaluate` the mock uses.
+#[cfg(test)]
+mod model {
+    use http::{Extensions, HeaderMap, Uri, Version};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn call(method: Method, uri: &str) -> RecordedCall {
+        RecordedCall {
+            method,
+            uri: uri.parse::<Uri>().unwrap(),
+            version: Version::HTTP_11,
+            headers: HeaderMap::new(),
+            extensions: Extensions::new(),
+            body: Bytes::new(),
+            at: tokio::time::Instant::now(),
+            route: None,
+            params: Vec::new(),
+        }
+    }
+
+    fn verdict(route: &Route, uri: &str) -> Verdict {
+        let call = call(Method::GET, uri);
+        route.evaluate(&RequestView::new(&call))
+    }
+
+    /// A pattern segment: a literal (possibly empty) or a `{param}`.
+    fn pattern_segment() -> impl Strategy<Value = Option<String>> {
+        prop_oneof![
+            3 => "[ab]{0,2}".prop_map(Some),
+            1 => Just(None),
+        ]
+    }
+
+    /// A request segment, sometimes spelled with an escape (`%61` is `a`).
+    fn path_segment() -> impl Strategy<Value = String> {
+        prop_oneof![4 => "[ab]{0,2}", 1 => Just("%61".to_owned()), 1 => Just("b%62".to_owned())]
+    }
+
+    fn unescape(s: &str) -> String {
+        s.replace("%61", "a").replace("%62", "b")
+    }
+
+    proptest! {
+        /// `{param}` matches one non-empty segment, literals match equal
+        /// (decoded) segments, and the segment counts must agree.
+        #[test]
+        fn path_patterns_match_a_segment_model(
+            pattern in prop::collection::vec(pattern_segment(), 1..5),
+            path in prop::collection::vec(path_segment(), 1..5),
+        ) {
+            let pattern_text = format!(
+                "/{}",
+                pattern
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| s.clone().unwrap_or_else(|| format!("{{p{i}}}")))
+                    .collect::<Vec<_>>()
+                    .join("/")
+            );
+            let path_text = format!("/{}", path.join("/"));
+            let decoded: Vec<String> = path.iter().map(|s| unescape(s)).collect();
+            let want = (pattern.len() == decoded.len())
+                .then(|| {
+                    pattern
+                        .iter()
+                        .zip(&decoded)
+                        .enumerate()
+                        .map(|(i, (p, actual))| match p {
+                            Some(lit) => (lit == actual).then_some(None),
+                            None => (!actual.is_empty()).then(|| Some((format!("p{i}"), actual.clone()))),
+                        })
+                        .collect::<Option<Vec<_>>>()
+                })
+                .flatten()
+                .map(|caps| caps.into_iter().flatten().collect::<Vec<_>>());
+            let v = verdict(&Route::get(&pattern_text), &path_text);
+            prop_assert_eq!(v.is_match(), want.is_some(), "{} vs {}", pattern_text, path_text);
+            if let Some(caps) = want {
+                prop_assert_eq!(v.params, caps);
+            }
+        }
+
+        /// Query matchers are a subset match, whatever the order of the
+        /// request's parameters and whatever else it carries.
+        #[test]
+        fn query_matching_ignores_order_and_extras(
+            wanted in prop::collection::btree_map("[a-d]{1,2}", "[a-z +]{0,3}", 0..4),
+            extras in prop::collection::vec(("[x-z]{1,2}", "[a-z]{0,2}"), 0..3),
+            order in prop::collection::vec(any::<u32>(), 8),
+            drop_one in any::<prop::sample::Index>(),
+        ) {
+            let encode = |s: &str| s.replace('+', "%2B").replace(' ', "+");
+            let mut route = Route::get("/q");
+            for (k, v) in &wanted {
+                route = route.query(k, encode(v));
+            }
+            let params: Vec<String> = wanted
+                .iter()
+                .map(|(k, v)| format!("{k}={}", encode(v)))
+                .chain(extras.iter().map(|(k, v)| format!("{k}={v}")))
+                .collect();
+            // An arbitrary order: sorted by random keys.
+            let mut keyed: Vec<(u32, String)> = order.iter().copied().zip(params).collect();
+            keyed.sort();
+            let params: Vec<String> = keyed.into_iter().map(|(_, p)| p).collect();
+            let uri = format!("/q?{}", params.join("&"));
+            prop_assert!(verdict(&route, &uri).is_match(), "{}", uri);
+
+            if !wanted.is_empty() {
+                // Without one of the wanted pairs, the route must not match.
+                let gone = wanted.keys().nth(drop_one.index(wanted.len())).unwrap();
+                let kept: Vec<&String> = params
+                    .iter()
+                    .filter(|p| p.split_once('=').map(|(k, _)| k) != Some(gone.as_str()))
+                    .collect();
+                let uri = format!("/q?{}", kept.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("&"));
+                prop_assert!(!verdict(&route, &uri).is_match(), "{}", uri);
+            }
+        }
+    }
+}
