@@ -242,7 +242,7 @@ impl Bulkhead {
         {
             return Err(self.reject(RejectReason::QueueFull, Duration::ZERO));
         }
-        let _queued = Dequeue(&s.queued);
+        let _queued = Dequeue(s);
         s.waited.fetch_add(1, Ordering::Relaxed);
         let max_wait = s.config.max_queue_wait;
         let (wait, reason) = match remaining {
@@ -310,11 +310,18 @@ impl Bulkhead {
     }
 }
 
-struct Dequeue<'a>(&'a AtomicUsize);
+/// Leaves the queue when the wait ends, however it ends. Dropped after the
+/// semaphore's acquire future: a waiter dropped (or timed out) just after
+/// a permit was handed to it gives that permit back to the semaphore, and
+/// a decrease may have recorded debt meanwhile, so it settles here.
+struct Dequeue<'a>(&'a Shared);
 
 impl Drop for Dequeue<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.queued.fetch_sub(1, Ordering::AcqRel);
+        if self.0.has_debt() {
+            self.0.settle();
+        }
     }
 }
 
@@ -387,6 +394,36 @@ mod tests {
             ),
             (0, 0, 1, 1, 1)
         );
+    }
+
+    /// A permit handed to a queued waiter that is then dropped, unpolled,
+    /// goes back to the semaphore; a decrease in between recorded debt
+    /// and found nothing free. The waiter's leaving settles the two, so
+    /// the limit of one holds.
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_dropped_with_a_permit_pays_a_decreases_debt() {
+        let b = bulkhead(2, 1, Duration::from_secs(10));
+        let (first, second) = (b.try_acquire().unwrap(), b.try_acquire().unwrap());
+        let waiter = tokio::spawn({
+            let b = b.clone();
+            async move { b.acquire().await.map(drop) }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(b.snapshot().queued, 1);
+        drop(first); // handed to the waiter, which is not polled again
+        b.set_limit(1);
+        waiter.abort();
+        let _ = waiter.await;
+        assert_eq!(b.in_flight(), 1, "{:?}", b.snapshot());
+        assert!(
+            b.try_acquire().is_err(),
+            "a second permit under a limit of one"
+        );
+        drop(second);
+        assert_eq!(b.in_flight(), 0);
+        let one = b.try_acquire().unwrap();
+        assert!(b.try_acquire().is_err());
+        drop(one);
     }
 
     #[tokio::test(start_paused = true)]

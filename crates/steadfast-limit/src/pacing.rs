@@ -97,6 +97,10 @@ pub struct PaceState {
     probe: Probe,
     /// While probing, when the requests held behind the probe go anyway.
     probe_until: u64,
+    /// The start of the last slot handed out under a pace, and that pace's
+    /// interval (zero before any): where voided slots book again from.
+    last_paced: u64,
+    last_spacing: u64,
 }
 
 /// The probe after a pause with no pace known.
@@ -194,6 +198,10 @@ impl PaceState {
         if deadline.is_some_and(|d| slot.earliest >= d && slot.earliest > now) {
             return Err(slot);
         }
+        if slot.next != slot.prev_next {
+            self.last_paced = slot.start;
+            self.last_spacing = self.interval;
+        }
         self.next_slot = slot.next;
         if slot.probe {
             self.probe = Probe::Out(slot.start);
@@ -234,7 +242,7 @@ impl PaceState {
             // Those booked behind it book again from its slot, not behind
             // their own void ones; never closer than the pace to a slot
             // that already went.
-            let from = self.after_started(slot.start, now);
+            let from = max(slot.start, self.after_started(now));
             if self.next_slot > from {
                 self.next_slot = from;
             }
@@ -277,28 +285,26 @@ impl PaceState {
         }
     }
 
-    /// Where slots voided at `now` may book again from, at the earliest
-    /// `from`: with a pace in force, no closer than one interval to the
-    /// last slot that already started.
-    const fn after_started(&self, from: u64, now: u64) -> u64 {
-        if self.interval > 0 && now < self.valid_until {
-            max(from, self.after_started_under(self.interval, now))
-        } else {
-            from
+    /// Where slots voided at `now` may book again from: one interval (the
+    /// pace in force, or else the one they were booked under) after the
+    /// last paced slot that has started by `now`, as far as their spacing
+    /// tells; zero when no slot was ever paced.
+    const fn after_started(&self, now: u64) -> u64 {
+        let spacing = self.last_spacing;
+        if spacing == 0 {
+            return 0;
         }
-    }
-
-    /// One `booked` interval after the last slot handed out that has
-    /// started by `now`, as far as the spacing tells (`next_slot` is one
-    /// interval past the last slot handed out).
-    const fn after_started_under(&self, booked: u64, now: u64) -> u64 {
-        let last = self.next_slot.saturating_sub(booked);
+        let last = self.last_paced;
         let started = if last > now {
-            last.saturating_sub((last - now).div_ceil(booked).saturating_mul(booked))
+            last.saturating_sub((last - now).div_ceil(spacing).saturating_mul(spacing))
         } else {
             last
         };
-        started.saturating_add(booked)
+        let gap = match self.interval(now) {
+            Some(interval) => interval,
+            None => spacing,
+        };
+        started.saturating_add(gap)
     }
 
     const fn void_slots(&mut self) {
@@ -315,8 +321,6 @@ impl PaceState {
         rate_limit: Option<&RateLimit>,
         config: &PacingConfig,
     ) -> Option<Duration> {
-        // The spacing the slots handed out so far were booked under.
-        let booked = self.interval(now);
         // A zero hint ("now", a date or reset already past) is no hint.
         let hint = |d: Option<Duration>| d.filter(|d| !d.is_zero());
         let exhausted = hint(
@@ -371,10 +375,7 @@ impl PaceState {
                 Some(interval) => at.saturating_add(interval),
                 None => now,
             };
-            let from = match booked {
-                Some(booked) => max(from, self.after_started_under(booked, now)),
-                None => from,
-            };
+            let from = max(from, self.after_started(now));
             if self.next_slot > from {
                 self.next_slot = from;
             }
@@ -820,6 +821,29 @@ mod tests {
         }
         late.observe(ms(2500), 200, None, Some(&rl(8, 8)), &c);
         assert_eq!(late.reserve(ms(2500), None).unwrap().start(), 3 * S);
+        // An answer that also tightens the pace (5 in 8 s: 1.6 s apart):
+        // 1.6 s after the slot at 2 s, not sooner.
+        let mut tighter = PaceState::default();
+        tighter.observe(0, 429, Some(Duration::from_secs(1)), None, &c);
+        tighter.reserve(0, None).unwrap();
+        tighter.observe(ms(500), 200, None, Some(&rl(10, 10)), &c);
+        for _ in 0..3 {
+            tighter.reserve(ms(500), None).unwrap();
+        }
+        tighter.observe(ms(2500), 200, None, Some(&rl(5, 8)), &c);
+        assert_eq!(tighter.reserve(ms(2500), None).unwrap().start(), ms(3600));
+        // One that loosens it (10 in 3 s: 0.3 s apart) and a late failed
+        // probe: the new pace after the slot at 2 s.
+        let mut looser = PaceState::default();
+        looser.observe(0, 429, Some(Duration::from_secs(1)), None, &c);
+        let probe = looser.reserve(0, None).unwrap();
+        looser.observe(ms(500), 200, None, Some(&rl(10, 10)), &c);
+        for _ in 0..3 {
+            looser.reserve(ms(500), None).unwrap();
+        }
+        looser.observe(ms(600), 200, None, Some(&rl(10, 3)), &c);
+        looser.release(&probe, ms(2050));
+        assert_eq!(looser.reserve(ms(2050), None).unwrap().start(), ms(2300));
         // The same when the probe fails then and is released.
         let mut failed = PaceState::default();
         failed.observe(0, 429, Some(Duration::from_secs(1)), None, &c);
