@@ -277,15 +277,27 @@ impl Inner {
 /// hyper-util pools `http://h/` and `http://h:80/` apart: without this, the
 /// two spellings of one server would get two pools, and two per-host caps.
 /// Stripped, they share both, and one key (`http://h`). Userinfo stays.
+#[inline]
 fn without_default_port(uri: &Uri) -> Option<Uri> {
     let authority = uri.authority()?;
-    let port = authority.port_u16()?;
-    let default = match uri.scheme_str()? {
-        "http" => 80,
-        "https" => 443,
+    let (default, digits): (u16, &[u8]) = match uri.scheme_str()? {
+        "http" => (80, b"80"),
+        "https" => (443, b"443"),
         _ => return None,
     };
-    if port != default {
+    // Only an authority that ends in the default port's digits can spell
+    // it (`h:80`, `h:080`): a look at its last bytes settles every other
+    // request without parsing the port (which costs hundreds of
+    // instructions on every request).
+    if !authority.as_str().as_bytes().ends_with(digits) {
+        return None;
+    }
+    strip_port(uri, authority, default)
+}
+
+#[cold]
+fn strip_port(uri: &Uri, authority: &http::uri::Authority, default: u16) -> Option<Uri> {
+    if authority.port_u16()? != default {
         return None;
     }
     let (stripped, _) = authority.as_str().rsplit_once(':')?;
