@@ -202,6 +202,11 @@ impl Bulkhead {
 
     fn grant(&self, permit: SemaphorePermit<'_>) -> Permit {
         permit.forget();
+        self.granted()
+    }
+
+    /// A permit, its semaphore permit already forgotten.
+    fn granted(&self) -> Permit {
         self.shared.acquired.fetch_add(1, Ordering::Relaxed);
         Permit {
             shared: self.shared.clone(),
@@ -255,14 +260,30 @@ impl Bulkhead {
             limit.max = self.limit(),
             "bulkhead: all slots taken; queueing"
         );
-        let acquired = tokio::time::timeout(wait, s.semaphore.acquire()).await;
+        let until = start + wait;
+        let acquired = loop {
+            match tokio::time::timeout_at(until, s.semaphore.acquire()).await {
+                Ok(Ok(p)) => {
+                    // A permit handed over by a waiter that left (tokio
+                    // passes it on without a look at our debt) pays a
+                    // decrease's debt first, and this request waits on.
+                    p.forget();
+                    if s.debt.load(Ordering::Acquire) > 0 && s.pay_one() {
+                        continue;
+                    }
+                    break true;
+                }
+                // The semaphore is never closed.
+                Ok(Err(_)) | Err(_) => break false,
+            }
+        };
         let waited = start.elapsed();
         s.wait_nanos
             .fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
-        match acquired {
-            Ok(Ok(p)) => Ok(self.grant(p)),
-            // The semaphore is never closed.
-            Ok(Err(_)) | Err(_) => Err(self.reject(reason, waited)),
+        if acquired {
+            Ok(self.granted())
+        } else {
+            Err(self.reject(reason, waited))
         }
     }
 
@@ -424,6 +445,37 @@ mod tests {
         let one = b.try_acquire().unwrap();
         assert!(b.try_acquire().is_err());
         drop(one);
+    }
+
+    /// The same with a second waiter queued: the dropped waiter's permit
+    /// goes straight to the next one (tokio passes it on), which pays the
+    /// debt with it and waits on.
+    #[tokio::test(start_paused = true)]
+    async fn a_permit_passed_between_waiters_pays_the_debt_first() {
+        let b = bulkhead(2, 2, Duration::from_secs(10));
+        let (first, second) = (b.try_acquire().unwrap(), b.try_acquire().unwrap());
+        let spawn_waiter = || {
+            let b = b.clone();
+            tokio::spawn(async move { b.acquire().await })
+        };
+        let a = spawn_waiter();
+        tokio::task::yield_now().await;
+        let next = spawn_waiter();
+        tokio::task::yield_now().await;
+        assert_eq!(b.snapshot().queued, 2);
+        drop(first); // handed to `a`
+        b.set_limit(1);
+        a.abort();
+        let _ = a.await;
+        tokio::task::yield_now().await;
+        assert_eq!(b.in_flight(), 1, "{:?}", b.snapshot());
+        // `next` gets the slot when `second` comes back, not before.
+        assert!(!next.is_finished());
+        drop(second);
+        let held = next.await.unwrap().unwrap();
+        assert_eq!(b.in_flight(), 1);
+        drop(held);
+        assert_eq!(b.in_flight(), 0);
     }
 
     #[tokio::test(start_paused = true)]
