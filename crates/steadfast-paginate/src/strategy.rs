@@ -494,4 +494,9 @@ pub(crate) mod testing {
     pub(crate) fn fetch(s: &str) -> Next {
         Next::Fetch(s.parse().unwrap())
     }
+
+    /// The decoded value of query parameter `name` of `uri`, owned.
+    pub(crate) fn param(uri: &Uri, name: &str) -> Option<String> {
+        crate::uri::query_param(uri, name).map(std::borrow::Cow::into_owned)
+    }
 }

@@ -202,12 +202,7 @@ mod model {
 
     use super::*;
     use crate::strategy::Strategy;
-    use crate::strategy::testing::Fixture;
-    use crate::uri::query_param;
-
-    fn param(uri: &http::Uri, name: &str) -> Option<String> {
-        query_param(uri, name).map(std::borrow::Cow::into_owned)
-    }
+    use crate::strategy::testing::{Fixture, param};
 
     proptest! {
         /// Any non-empty cursor comes back exactly in the next request, the

@@ -186,12 +186,7 @@ mod model {
 
     use super::*;
     use crate::strategy::Strategy;
-    use crate::strategy::testing::Fixture;
-    use crate::uri::query_param;
-
-    fn param(uri: &http::Uri, name: &str) -> Option<String> {
-        query_param(uri, name).map(std::borrow::Cow::into_owned)
-    }
+    use crate::strategy::testing::{Fixture, param};
 
     proptest! {
         /// The offsets requested are the running sums of the items
@@ -218,7 +213,7 @@ mod model {
                 }
             }
             loop {
-                let offset: u64 = query_param(&uri, "offset").unwrap().parse().unwrap();
+                let offset: u64 = param(&uri, "offset").unwrap().parse().unwrap();
                 requested.push(offset);
                 prop_assert!(requested.len() <= expected.len(), "{:?} vs {:?}", requested, expected);
                 let cap = caps[(requested.len() - 1) % caps.len()];
@@ -228,7 +223,7 @@ mod model {
                     Next::Fetch(next) => {
                         prop_assert_eq!(param(&next, "limit"), Some("5".to_owned()));
                         if let Some(p) = s.predict(&next) {
-                            let p: u64 = query_param(&p, "offset").unwrap().parse().unwrap();
+                            let p: u64 = param(&p, "offset").unwrap().parse().unwrap();
                             prop_assert!(p < total, "predicted offset {} past {}", p, total);
                         }
                         uri = next;
