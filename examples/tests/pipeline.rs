@@ -24,6 +24,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use steadfast_backoff::{Backoff, Jitter, Retry, RetryConfig, RetryError, RetryLayer};
 use steadfast_breaker::{Breaker, BreakerConfig, BreakerLayer, BreakerOpen, State};
+use steadfast_core::error::find_in_chain as find;
 use steadfast_core::{
     Classify, Deadline, DefaultClassifier, ErrorClass, Outcome, TimeoutPhase, Transport,
     TransportExt,
@@ -183,18 +184,6 @@ fn retry_error<E: StdError + 'static>(err: LimitError<RetryError<E>>) -> RetryEr
         LimitError::Inner(e) => e,
         other => panic!("expected the retry layer's error, got the bulkhead's: {other}"),
     }
-}
-
-/// The first `T` in `err`'s source chain.
-fn find<'a, T: StdError + 'static>(err: &'a (dyn StdError + 'static)) -> Option<&'a T> {
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        if let Some(t) = e.downcast_ref::<T>() {
-            return Some(t);
-        }
-        cur = e.source();
-    }
-    None
 }
 
 /// `err` and its sources, as a user's error report prints them.

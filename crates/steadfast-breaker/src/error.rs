@@ -64,14 +64,7 @@ impl BreakerOpen {
     /// Finds a `BreakerOpen` in `err` or its `source()` chain, for
     /// classifiers that see the error only behind other layers.
     pub fn find<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a Self> {
-        let mut cur = Some(err);
-        while let Some(e) = cur {
-            if let Some(open) = e.downcast_ref::<Self>() {
-                return Some(open);
-            }
-            cur = e.source();
-        }
-        None
+        steadfast_core::error::find_in_chain(err)
     }
 }
 

@@ -190,6 +190,34 @@ impl ErrorClass {
     }
 }
 
+/// The first `T` in `err` or its `source()` chain: how a layer finds an
+/// error of its own (or of a layer below) behind the layers that wrapped
+/// it.
+///
+/// ```
+/// use steadfast_core::error::find_in_chain;
+///
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("the transport failed")]
+/// struct Wrapper(#[source] std::io::Error);
+///
+/// let err = Wrapper(std::io::ErrorKind::ConnectionRefused.into());
+/// let io = find_in_chain::<std::io::Error>(&err).unwrap();
+/// assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
+/// ```
+pub fn find_in_chain<'a, T: StdError + 'static>(
+    err: &'a (dyn StdError + 'static),
+) -> Option<&'a T> {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        cur = e.source();
+    }
+    None
+}
+
 /// An error and its causes on one line, outermost first: `a: b: c`.
 ///
 /// steadfast's wrappers follow the Rust API guidelines on error chains:

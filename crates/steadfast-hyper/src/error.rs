@@ -6,6 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub(crate) use steadfast_core::error::find_in_chain;
 use steadfast_core::{BoxError, ConnectError, TimeoutError, TimeoutPhase};
 
 /// The phase of a request that failed; see [`HyperError::kind`].
@@ -322,20 +323,6 @@ pub enum BuildError {
     #[cfg(feature = "native-roots")]
     #[error("could not load the native root certificates: {0}")]
     NativeRoots(String),
-}
-
-/// Walks `err` and its sources for a `T`.
-pub(crate) fn find_in_chain<'a, T: StdError + 'static>(
-    err: &'a (dyn StdError + 'static),
-) -> Option<&'a T> {
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        if let Some(found) = e.downcast_ref::<T>() {
-            return Some(found);
-        }
-        cur = e.source();
-    }
-    None
 }
 
 /// `true` if the server reset the request's HTTP/2 stream with

@@ -4,6 +4,7 @@ use std::error::Error as StdError;
 use std::sync::Arc;
 use std::time::Duration;
 
+use steadfast_core::error::find_in_chain as find;
 use steadfast_core::{TimeoutError, TimeoutPhase};
 
 /// The error of every layer in this crate: the inner transport's error, or
@@ -85,17 +86,6 @@ impl<E: StdError + 'static> LimitError<E> {
     pub fn is_rejected(&self) -> bool {
         self.rejected().is_some()
     }
-}
-
-fn find<'a, T: StdError + 'static>(err: &'a (dyn StdError + 'static)) -> Option<&'a T> {
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        if let Some(t) = e.downcast_ref::<T>() {
-            return Some(t);
-        }
-        cur = e.source();
-    }
-    None
 }
 
 /// What made a request wait for its turn.
